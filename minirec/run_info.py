@@ -1,0 +1,74 @@
+"""``run.json``: what makes a run's output dir self-describing.
+
+Every later command (RL, evaluation, merge, recommend) needs only ``--model_path``: the
+base model, the SID index it was trained with, the prompt template and the training mode
+are all read from here.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from minirec.errors import MinirecError
+from minirec.io import write_json
+
+RUN_FILE = "run.json"
+MODES = ("lora", "qlora", "full", "freeze")
+
+
+@dataclass
+class RunInfo:
+    base_model: str  # as the user named it: "tiny", "smollm2-135m" or a path
+    base_model_path: str  # resolved checkpoint dir; relative paths are relative to the run dir
+    mode: str  # one of MODES
+    template: str
+    max_history: int
+    tasks: list
+    data_dir: str
+    sid_index_sha256: str
+    quantization: str | None = None  # "4bit" / "8bit" when the base was loaded quantized
+    stage: str = "sft"
+    config: dict = field(default_factory=dict)  # the full stage config, for the record
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.mode != "full"
+
+    def resolve_base(self, run_dir) -> Path:
+        base = Path(self.base_model_path)
+        return base if base.is_absolute() else Path(run_dir) / base
+
+    def write(self, run_dir) -> None:
+        write_json(Path(run_dir) / RUN_FILE, asdict(self))
+
+    @classmethod
+    def read(cls, run_dir) -> "RunInfo":
+        path = Path(run_dir) / RUN_FILE
+        if not path.is_file():
+            raise MinirecError(
+                f"{run_dir}: no {RUN_FILE}; --model_path must be an output dir written by sft.py or rl.py"
+            )
+        try:
+            data = json.loads(path.read_text())
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (json.JSONDecodeError, TypeError) as e:
+            raise MinirecError(f"{path}: unreadable run description ({e}); re-run the stage that wrote it")
+
+    def check_index(self, catalogue) -> None:
+        """Refuse a catalogue whose SIDs differ from the ones this run was trained with."""
+        if self.sid_index_sha256 != catalogue.index_sha256:
+            raise MinirecError(
+                f"the SID index differs from the one this run was trained with ({self.data_dir}); "
+                "evaluate with the same index.json or retrain"
+            )
+
+
+def relative_to_run(path, run_dir) -> str:
+    """Store paths inside the run dir relatively, so the dir can be moved as a whole."""
+    path, run_dir = Path(path).resolve(), Path(run_dir).resolve()
+    try:
+        return str(path.relative_to(run_dir))
+    except ValueError:
+        return os.fspath(path)

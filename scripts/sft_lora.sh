@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# LoRA SFT. Every setting is an environment variable (or KEY=VALUE argument); extra
+# --flags go straight to sft.py. LoRA is meant for pretrained bases: on the random-init
+# tiny default it trains, but learns much less than scripts/sft_full.sh.
+source "$(dirname "$0")/_common.sh"
+exec "$PYTHON" sft.py \
+  --data_dir "${DATA:-data/Industrial_and_Scientific}" \
+  --base_model "${BASE_MODEL:-tiny}" \
+  --output_dir "${OUT:-out/sft_lora}" \
+  --use_lora True \
+  --lora_r "${LORA_R:-8}" --lora_alpha "${LORA_ALPHA:-16}" --lora_dropout "${LORA_DROPOUT:-0.05}" \
+  --lora_target_modules "${LORA_TARGET_MODULES:-all}" \
+  --tasks "${TASKS:-next_sid,title_to_sid,sid_to_title}" \
+  --template "${TEMPLATE:-compact}" \
+  --batch_size "${BATCH_SIZE:-128}" --micro_batch_size "${MICRO_BATCH_SIZE:-32}" \
+  --learning_rate "${LR:-1e-3}" --num_epochs "${EPOCHS:-3}" \
+  --cutoff_len "${CUTOFF_LEN:-256}" --seed "${SEED:-42}" \
+  ${DEEPSPEED:+--deepspeed "$DEEPSPEED"} \
+  "${EXTRA[@]}"

@@ -1,0 +1,32 @@
+from minirec.prompts import Example
+from minirec.tokenization import IGNORE_INDEX, CompletionCollator, encode_examples, encode_prompts
+
+
+def test_loss_only_on_completion_and_eos(tiny_model):
+    _, tok, _ = tiny_model
+    ex = Example("next_sid", "Items: <a_165><b_107><c_44>\nNext:", "<a_104><b_118><c_176>", "x")
+    enc = encode_examples(tok, [ex], cutoff_len=64)
+    ids, labels = enc["input_ids"][0], enc["labels"][0]
+    prompt = encode_prompts(tok, [ex.prompt])[0]
+    assert ids[: len(prompt)] == prompt  # the prompt tokens are the ones used at generation time
+    assert labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    assert tok.convert_ids_to_tokens(labels[len(prompt):]) == ["<a_104>", "<b_118>", "<c_176>", tok.eos_token]
+
+
+def test_truncation_drops_oldest_prompt_tokens_and_keeps_completion(tiny_model):
+    _, tok, _ = tiny_model
+    ex = Example("next_sid", "Items: " + "<a_165><b_107><c_44>" * 20 + "\nNext:", "<a_104><b_118><c_176>", "x")
+    enc = encode_examples(tok, [ex], cutoff_len=20)
+    assert len(enc["input_ids"][0]) == 20
+    assert tok.convert_ids_to_tokens(enc["input_ids"][0][-4:]) == ["<a_104>", "<b_118>", "<c_176>", tok.eos_token]
+    full = encode_prompts(tok, [ex.prompt])[0]
+    assert enc["input_ids"][0][:16] == full[-16:]
+
+
+def test_collator_pads_without_loss():
+    batch = CompletionCollator(pad_token_id=0, pad_to_multiple_of=4)(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [5], "labels": [5]}]
+    )
+    assert batch["input_ids"].shape == (2, 4)
+    assert batch["labels"][1].tolist() == [5, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
