@@ -39,31 +39,52 @@ def _left_pad(prompts, pad_id, device):
     return ids.to(device), mask.to(device)
 
 
+class _Decoder:
+    """Prompts encoded once, KV cache expanded to ``width`` rows per prompt, one token per step."""
+
+    def __init__(self, model, prompts, trie, width, pad_token_id):
+        self.model, self.trie, self.pad = model, trie, pad_token_id
+        device = next(model.parameters()).device
+        ids, mask = _left_pad(prompts, pad_token_id, device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        self.cache = out.past_key_values
+        self.cache.batch_repeat_interleave(width)
+        self.mask = mask.repeat_interleave(width, dim=0)
+        self.next_pos = positions[:, -1:].repeat_interleave(width, dim=0) + 1
+        self.logp = out.logits[:, -1].float().log_softmax(-1).repeat_interleave(width, dim=0)  # [B*width, V]
+        if self.logp.shape[-1] != trie.vocab_size:
+            raise ValueError(f"model vocab {self.logp.shape[-1]} != trie vocab {trie.vocab_size}; "
+                             "build the trie with the model's vocab size")
+        self.gen = torch.zeros((self.logp.shape[0], 0), dtype=torch.long, device=device)
+
+    def masked_logp(self):
+        """Log-probabilities of the next token, -inf outside the catalogue trie."""
+        return self.logp.masked_fill(~self.trie.allowed_mask(self.gen), NEG_INF)
+
+    def advance(self, row_idx, tokens):
+        """Keep rows ``row_idx`` (reordering the cache), append ``tokens`` [N, 1], run one step."""
+        self.gen = torch.cat([self.gen[row_idx], tokens], dim=1)
+        self.cache.reorder_cache(row_idx)
+        self.mask = torch.cat([self.mask[row_idx], torch.ones_like(tokens)], dim=1)
+        out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=self.next_pos,
+                         past_key_values=self.cache, use_cache=True)
+        self.cache, self.next_pos = out.past_key_values, self.next_pos + 1
+        self.logp = out.logits[:, -1].float().log_softmax(-1)
+
+
 @torch.no_grad()
 def constrained_beam_search(model, prompts, trie: SIDTrie, num_beams: int, pad_token_id: int) -> list[list[Beam]]:
     """Top-``num_beams`` catalogue SIDs for each tokenized prompt, best first."""
-    device = next(model.parameters()).device
     B, K, eos = len(prompts), num_beams, trie.eos_token_id
-    ids, mask = _left_pad(prompts, pad_token_id, device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(K)
-    mask = mask.repeat_interleave(K, dim=0)
-    next_pos = positions[:, -1:].repeat_interleave(K, dim=0) + 1
-    logp = out.logits[:, -1].float().log_softmax(-1).repeat_interleave(K, dim=0)  # [B*K, V]
-    V = logp.shape[-1]
-    if V != trie.vocab_size:
-        raise ValueError(f"model vocab {V} != trie vocab {trie.vocab_size}; build the trie with the model's vocab size")
-
+    dec = _Decoder(model, prompts, trie, K, pad_token_id)
+    device, V = dec.logp.device, trie.vocab_size
     scores = torch.full((B, K), NEG_INF, device=device)
     scores[:, 0] = 0.0  # all K beams share the prompt: start from one of them
-    gen = torch.zeros((B * K, 0), dtype=torch.long, device=device)
     finished: list[list[Beam]] = [[] for _ in range(B)]
     rows = torch.arange(B, device=device)[:, None]
     for step in range(trie.max_depth + 1):
-        logp = logp.masked_fill(~trie.allowed_mask(gen), NEG_INF)
-        cand = (scores[:, :, None] + logp.view(B, K, V)).view(B, K * V)
+        cand = (scores[:, :, None] + dec.masked_logp().view(B, K, V)).view(B, K * V)
         top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=-1)
         origin, token = top_idx // V, top_idx % V
         valid = torch.isfinite(top_scores)
@@ -72,7 +93,7 @@ def constrained_beam_search(model, prompts, trie: SIDTrie, num_beams: int, pad_t
         rank = torch.arange(top_idx.shape[1], device=device).expand_as(top_idx)
         fb, fj = (is_eos & (rank < K)).nonzero(as_tuple=True)
         if len(fb):
-            prefixes = gen[fb * K + origin[fb, fj]].tolist()
+            prefixes = dec.gen[fb * K + origin[fb, fj]].tolist()
             for b, prefix, score in zip(fb.tolist(), prefixes, top_scores[fb, fj].tolist()):
                 finished[b].append(Beam(tuple(prefix), score))
 
@@ -86,11 +107,34 @@ def constrained_beam_search(model, prompts, trie: SIDTrie, num_beams: int, pad_t
             break
         beam_idx = (rows * K + origin.gather(1, order)).view(-1)
         new_tok = torch.where(kept, token.gather(1, order), torch.full_like(order, pad_token_id)).view(-1, 1)
-        gen = torch.cat([gen[beam_idx], new_tok], dim=1)
-        cache.reorder_cache(beam_idx)
-        mask = torch.cat([mask[beam_idx], torch.ones_like(new_tok)], dim=1)
-        out = model(input_ids=new_tok, attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True)
-        cache, next_pos = out.past_key_values, next_pos + 1
-        logp = out.logits[:, -1].float().log_softmax(-1)
+        dec.advance(beam_idx, new_tok)
 
     return [sorted(f, key=lambda beam: -beam.score)[:K] for f in finished]
+
+
+@torch.no_grad()
+def constrained_sample(model, prompts, trie: SIDTrie, num_samples: int, pad_token_id: int,
+                       temperature: float = 1.0, generator=None) -> list[list[Beam]]:
+    """``num_samples`` SIDs per prompt, sampled token by token from the trie-masked distribution
+    (softmax at ``temperature``). Duplicates are possible; every sample is a catalogue SID."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 for sampling; use beam search for deterministic rollouts")
+    dec = _Decoder(model, prompts, trie, num_samples, pad_token_id)
+    rows = dec.logp.shape[0]
+    score = torch.zeros(rows, device=dec.logp.device)
+    done = torch.zeros(rows, dtype=torch.bool, device=dec.logp.device)
+    for _ in range(trie.max_depth + 1):
+        logp = dec.masked_logp()
+        probs = torch.softmax(logp / temperature, dim=-1)
+        probs[done] = 0.0
+        probs[done, pad_token_id] = 1.0
+        tok = torch.multinomial(probs, 1, generator=generator)
+        score = score + torch.where(done, 0.0, logp.gather(1, tok)[:, 0])
+        done = done | (tok[:, 0] == trie.eos_token_id)
+        if done.all():
+            break
+        dec.advance(torch.arange(rows, device=tok.device), tok)
+    seqs = [tuple(t for t in row if t not in (trie.eos_token_id, pad_token_id)) for row in dec.gen.tolist()]
+    # EOS and the padding after it are stripped; what remains is a complete catalogue SID
+    return [[Beam(seqs[b * num_samples + j], float(score[b * num_samples + j])) for j in range(num_samples)]
+            for b in range(len(prompts))]

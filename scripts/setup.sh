@@ -2,5 +2,5 @@
 # Create .venv and install the pinned requirements (torch 2.13.0 CPU wheel where available).
 source "$(dirname "$0")/_common.sh"
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+DS_BUILD_OPS=0 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 echo "setup done: $(.venv/bin/python -c 'import torch, transformers, peft, trl; print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__, "| trl", trl.__version__)')"

@@ -29,12 +29,21 @@ def _template_texts() -> list[str]:
 
 
 def prepare_tiny(run_dir, catalogue, spec: TinySpec) -> Path:
+    from filelock import FileLock
+
     out = Path(run_dir) / "base_model"
-    if (out / "config.json").is_file():  # resuming: keep the base the run started from
-        return out
-    titles = [catalogue.title(i) for i in catalogue.sids] if catalogue.has_titles else []
-    log.info("building the tiny base model (%d-dim, %d layers) in %s", spec.hidden_size, spec.num_layers, out)
-    return build_tiny(out, titles + _template_texts() * 50, spec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Under torchrun every rank gets here: one builds, the others wait and reuse it.
+    with FileLock(str(out) + ".lock"):
+        if (out / "config.json").is_file():  # resuming, or another rank built it
+            return out
+        titles = [catalogue.title(i) for i in catalogue.sids] if catalogue.has_titles else []
+        log.info("building the tiny base model (%d-dim, %d layers) in %s", spec.hidden_size, spec.num_layers, out)
+        tmp = out.with_name(out.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_tiny(tmp, titles + _template_texts() * 50, spec)
+        os.replace(tmp, out)
+    return out
 
 
 def prepare_smollm2() -> Path:

@@ -7,6 +7,7 @@ the adapter (or weights), tokenizer, ``metrics.json``, ``training.png`` and, las
 """
 
 import logging
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -144,7 +145,6 @@ def _training_args(config: SFTConfig, out: Path, world_size: int):
 
 
 def train(config: SFTConfig) -> dict:
-    import torch
     from transformers import Trainer, set_seed
 
     config.validate()
@@ -170,7 +170,7 @@ def train(config: SFTConfig) -> dict:
             use_rslora=config.use_rslora, use_dora=config.use_dora,
             gradient_checkpointing=config.gradient_checkpointing,
         )
-        world = int(torch.distributed.get_world_size()) if torch.distributed.is_initialized() else 1
+        world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun/accelerate set it before any init
         args = _training_args(config, out, world)
     print(trainable_line(model), flush=True)
 

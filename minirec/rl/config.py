@@ -1,0 +1,118 @@
+"""Configuration of the RL stage: one documented field per flag of ``rl.py``."""
+
+from dataclasses import dataclass, fields
+
+from minirec.errors import MinirecError
+from minirec.rl.rewards import parse_reward_spec
+
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
+
+
+@dataclass
+class RLConfig:
+    # --- inputs -----------------------------------------------------------------------
+    model_path: str = ""
+    """An SFT (or RL) output dir: adapter or full weights, tokenizer and run.json."""
+    data_dir: str = ""
+    """Dataset dir; default: the one recorded in the run. Its index.json must be the run's."""
+    max_prompts: int = 0
+    """Train on the first N train rows only (0 = all)."""
+
+    # --- policy -----------------------------------------------------------------------
+    use_lora: bool = False
+    """Train an adapter: continue the run's adapter, or put a new LoRA on a full run."""
+    use_qlora: bool = False
+    """As --use_lora, with the base loaded in 4-bit NF4."""
+    lora_r: int = 8
+    """Rank of a *new* LoRA adapter (a continued adapter keeps its own config)."""
+    lora_alpha: int = 16
+    """Scaling of a new LoRA adapter."""
+    lora_target_modules: str = "all"
+    """Target layers of a new LoRA adapter: all, qkv or comma-separated names."""
+    trust_remote_code: bool = False
+    """Allow a checkpoint's own modelling code to run."""
+
+    # --- rollouts and rewards -----------------------------------------------------------
+    num_generations: int = 16
+    """Completions per prompt (G): the beam width of the rollout beam search."""
+    beam_search: bool = True
+    """Rollouts by constrained beam search (G distinct SIDs); False = constrained sampling."""
+    temperature: float = 1.0
+    """Sampling temperature when --beam_search False."""
+    reward_type: str = "ranking"
+    """rule, ranking, ranking_only, prefix, semantic, or weighted sums like rule:1,prefix:0.5."""
+    item_embeddings: str = ""
+    """.npy of item text embeddings (catalogue order), for the semantic reward."""
+
+    # --- GRPO (passed to TRL) -----------------------------------------------------------
+    beta: float = 1e-3
+    """KL coefficient against the reference policy (adapter disabled, or the SFT weights)."""
+    loss_type: str = "grpo"
+    """TRL loss normalisation: grpo, dapo, dr_grpo or bnpo."""
+    gspo: bool = False
+    """Sequence-level importance sampling (GSPO) instead of token-level."""
+    learning_rate: float = 1e-5
+    """Peak learning rate."""
+    num_epochs: float = 1
+    """Passes over the (possibly --max_prompts-limited) train rows."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (overrides num_epochs when > 0)."""
+    prompts_per_step: int = 8
+    """Prompts per optimizer step (each yields num_generations completions)."""
+    micro_batch_size: int = 0
+    """Completions per forward pass; 0 = all of a step at once."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    seed: int = 42
+    """Seed for data order and sampling."""
+
+    # --- run ------------------------------------------------------------------------------
+    output_dir: str = "out/rl"
+    """Where the trained adapter/weights, run.json and metrics.json go."""
+    eval_steps: int = 50
+    """Every N steps, HR@10/NDCG@10 on --eval_rows valid rows (0 = only at the end)."""
+    eval_rows: int = 256
+    """Valid rows for the in-training ranking evaluation (0 = skip it)."""
+    save_steps: int = 100
+    """Checkpoint every N steps (for --resume_from_checkpoint)."""
+    resume_from_checkpoint: str = ""
+    """A checkpoint dir of this output_dir, or "last"."""
+    deepspeed: str = ""
+    """DeepSpeed config JSON, passed through to the trainer."""
+    logging_steps: int = 1
+    """Log reward, reward std, KL and the zero-advantage fraction every N steps."""
+    report_to: str = "tensorboard"
+    """Trainer loggers: "tensorboard", "none", ..."""
+
+    @property
+    def quantization(self):
+        return "4bit" if self.use_qlora else None
+
+    def validate(self) -> None:
+        if not self.model_path:
+            raise MinirecError("--model_path is required: an SFT output dir such as out/sft_full")
+        if self.num_generations < 2:
+            raise MinirecError(f"--num_generations {self.num_generations}: GRPO needs at least 2 completions per prompt")
+        if self.loss_type not in LOSS_TYPES:
+            raise MinirecError(f"--loss_type {self.loss_type!r}: choose one of {', '.join(LOSS_TYPES)}")
+        if self.prompts_per_step <= 0 or self.learning_rate <= 0:
+            raise MinirecError("--prompts_per_step and --learning_rate must be positive")
+        step = self.prompts_per_step * self.num_generations
+        if self.micro_batch_size and (step % self.micro_batch_size or self.micro_batch_size % self.num_generations):
+            raise MinirecError(
+                f"--micro_batch_size {self.micro_batch_size} must divide prompts_per_step x num_generations = {step} "
+                f"and be a multiple of num_generations ({self.num_generations})"
+            )
+        if not self.beam_search and self.temperature <= 0:
+            raise MinirecError("--temperature must be > 0 with --beam_search False")
+        parse_reward_spec(self.reward_type)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "RLConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise MinirecError(f"unknown flag(s) --{', --'.join(unknown)}; see python rl.py --help")
+        config = cls(**kwargs)
+        config.validate()
+        return config

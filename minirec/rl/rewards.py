@@ -1,0 +1,135 @@
+"""Rewards for SID rollouts, in TRL's reward-function form.
+
+Each function takes the decoded ``completions`` plus dataset columns as keyword lists
+(``target_sid`` travels with every row, never through a dict keyed by history text: the
+same history can have different targets) and ``beam_rank``, the 0-based position of the
+completion in its group's beam order, supplied by the rollout. Groups are consecutive runs
+of ``num_generations`` completions, as TRL's sampler lays them out.
+
+* ``rule``: 1 for the target SID, else 0.
+* ``ranking_only``: within a group that contains the target, each wrong SID is penalised by
+  ``-(1/log2(rank+2)) / sum_j 1/log2(j+2)`` (wrong answers ranked high cost most; the
+  penalties of a whole group sum to -1); groups without the target get 0. As in MiniOneRec.
+* ``ranking``: ``rule + ranking_only``.
+* ``prefix``: the fraction of leading SID levels that match the target (partial credit).
+* ``semantic``: cosine similarity of item text embeddings (``--item_embeddings`` .npy,
+  rows aligned with the catalogue order).
+"""
+
+import math
+
+import numpy as np
+
+from minirec.errors import MinirecError
+from minirec.sid.catalogue import split_sid
+
+REWARD_TYPES = ("rule", "ranking", "ranking_only", "prefix", "semantic")
+
+
+def _sid(completion: str) -> str:
+    return completion.strip()
+
+
+def rule_reward(completions, target_sid, **_):
+    return [float(_sid(c) == t) for c, t in zip(completions, target_sid)]
+
+
+def rank_penalties(num_generations: int) -> list[float]:
+    weights = [1 / math.log2(i + 2) for i in range(num_generations)]
+    total = sum(weights)
+    return [-w / total for w in weights]
+
+
+def _groups(beam_rank):
+    """Split positions into groups: a group starts where the beam rank is 0."""
+    starts = [i for i, r in enumerate(beam_rank) if r == 0 or i == 0] + [len(beam_rank)]
+    return [range(a, b) for a, b in zip(starts, starts[1:])]
+
+
+class RankingReward:
+    """``ranking_only`` (``with_rule=False``) or ``ranking`` (rule + penalty)."""
+
+    def __init__(self, num_generations: int, with_rule: bool):
+        self.penalties = rank_penalties(num_generations)
+        self.with_rule = with_rule
+        self.__name__ = "ranking_reward" if with_rule else "ranking_only_reward"
+
+    def __call__(self, completions, target_sid, beam_rank, **_):
+        hit = [_sid(c) == t for c, t in zip(completions, target_sid)]
+        out = [0.0] * len(hit)
+        for group in _groups(beam_rank):
+            if any(hit[i] for i in group):
+                for i in group:
+                    out[i] = 0.0 if hit[i] else self.penalties[beam_rank[i]]
+        if self.with_rule:
+            out = [o + float(h) for o, h in zip(out, hit)]
+        return out
+
+
+def prefix_reward(completions, target_sid, **_):
+    out = []
+    for c, t in zip(completions, target_sid):
+        pred, gold = split_sid(_sid(c)), split_sid(t)
+        matched = 0
+        for p, g in zip(pred, gold):
+            if p != g:
+                break
+            matched += 1
+        out.append(matched / len(gold))
+    return out
+
+
+class SemanticReward:
+    """Cosine similarity between the predicted and the target item's text embeddings."""
+
+    __name__ = "semantic_reward"
+
+    def __init__(self, catalogue, embeddings_path):
+        if not embeddings_path:
+            raise MinirecError("--reward_type semantic needs --item_embeddings FILE.npy (one row per catalogue item)")
+        emb = np.load(embeddings_path)
+        if emb.shape[0] != len(catalogue):
+            raise MinirecError(f"{embeddings_path}: {emb.shape[0]} rows but the catalogue has {len(catalogue)} items")
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(min=1e-12)
+        row = {item: i for i, item in enumerate(catalogue.sids)}
+        # A SID shared by several items gets the mean of their embeddings.
+        self.by_sid = {sid: emb[[row[i] for i in items]].mean(0) for sid, items in catalogue.items_by_sid.items()}
+
+    def __call__(self, completions, target_sid, **_):
+        out = []
+        for c, t in zip(completions, target_sid):
+            if _sid(c) not in self.by_sid:
+                raise MinirecError(f"semantic reward: {c!r} is not a catalogue SID (the constraint should prevent this)")
+            out.append(float(self.by_sid[_sid(c)] @ self.by_sid[t]))
+        return out
+
+
+def parse_reward_spec(spec: str):
+    """``"ranking"`` or ``"rule:1,prefix:0.5"`` -> [(name, weight), ...]."""
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    out = []
+    for part in parts:
+        name, _, weight = part.partition(":")
+        if name not in REWARD_TYPES:
+            raise MinirecError(f"--reward_type: unknown reward {name!r}; choose from {', '.join(REWARD_TYPES)}")
+        try:
+            out.append((name, float(weight) if weight else 1.0))
+        except ValueError:
+            raise MinirecError(f"--reward_type: weight of {name!r} must be a number, got {weight!r}")
+    if not out:
+        raise MinirecError("--reward_type is empty; e.g. ranking or rule:1,prefix:0.5")
+    return out
+
+
+def build_rewards(spec, catalogue, num_generations, item_embeddings=""):
+    """-> (reward functions, weights) for ``GRPOTrainer``."""
+    funcs, weights = [], []
+    for name, weight in parse_reward_spec(spec):
+        if name == "semantic":
+            funcs.append(SemanticReward(catalogue, item_embeddings))
+        elif name in ("ranking", "ranking_only"):
+            funcs.append(RankingReward(num_generations, with_rule=name == "ranking"))
+        else:
+            funcs.append({"rule": rule_reward, "prefix": prefix_reward}[name])
+        weights.append(weight)
+    return funcs, weights

@@ -1,0 +1,98 @@
+"""GRPO on CPU on top of tiny SFT runs: adapters move, the base does not, rollouts stay in the catalogue."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minirec.errors import MinirecError
+from minirec.rl import RLConfig
+from minirec.rl.train import SIDRollout, train
+from minirec.sft import SFTConfig
+from minirec.sft.train import train as sft_train
+from tests.conftest import INDUSTRIAL
+
+pytestmark = pytest.mark.slow
+
+SFT = dict(data_dir=str(INDUSTRIAL), tiny_hidden_size=64, tiny_num_layers=2, max_train_rows=128, max_valid_rows=8,
+           batch_size=16, micro_batch_size=16, max_steps=4, learning_rate=3e-3, report_to="none",
+           greedy_eval_rows=0, tasks="next_sid")
+RL = dict(max_prompts=16, num_generations=4, prompts_per_step=2, max_steps=1, eval_rows=4, eval_steps=0,
+          learning_rate=1e-3, report_to="none", save_steps=1)
+
+
+@pytest.fixture(scope="module")
+def sft_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rl")
+    sft_train(SFTConfig(output_dir=str(root / "lora"), use_lora=True, **SFT))
+    sft_train(SFTConfig(output_dir=str(root / "full"), **SFT))
+    return root
+
+
+def adapter(path):
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_grpo_step_moves_the_adapter_and_keeps_the_base(sft_runs, tmp_path):
+    out = tmp_path / "rl"
+    metrics = train(RLConfig(model_path=str(sft_runs / "lora"), use_lora=True, output_dir=str(out), **RL))
+    before, after = adapter(sft_runs / "lora"), adapter(out)
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before if "lora_" in k)
+    logs = {k for h in metrics["log_history"] for k in h}
+    assert {"reward", "reward_std", "frac_reward_zero_std", "kl", "valid_HR@10", "valid_NDCG@10"} <= logs
+    run = json.loads((out / "run.json").read_text())
+    assert run["stage"] == "rl" and run["mode"] == "lora"
+    base = load_file(str(sft_runs / "lora" / "base_model" / "model.safetensors"))
+    base_after = load_file(str(out / run["base_model_path"] / "model.safetensors")) if not run[
+        "base_model_path"].startswith("/") else load_file(run["base_model_path"] + "/model.safetensors")
+    assert all(torch.equal(base[k], base_after[k]) for k in base)
+
+
+def test_qlora_grpo_runs_a_step_on_cpu(sft_runs, tmp_path):
+    metrics = train(RLConfig(model_path=str(sft_runs / "lora"), use_qlora=True, output_dir=str(tmp_path / "q"), **RL))
+    assert metrics["steps"] == 1
+
+
+def test_full_grpo_with_sampling_rollouts(sft_runs, tmp_path):
+    metrics = train(RLConfig(model_path=str(sft_runs / "full"), output_dir=str(tmp_path / "f"), beam_search=False,
+                             temperature=1.5, reward_type="rule:1,prefix:0.5", **RL))
+    assert metrics["steps"] == 1 and (tmp_path / "f" / "model.safetensors").is_file()
+
+
+def test_resume_from_an_rl_checkpoint(sft_runs, tmp_path):
+    out = tmp_path / "r"
+    cfg = {**RL, "max_steps": 1}
+    train(RLConfig(model_path=str(sft_runs / "lora"), use_lora=True, output_dir=str(out), **cfg))
+    (out / "run.json").unlink()
+    metrics = train(RLConfig(model_path=str(sft_runs / "lora"), use_lora=True, output_dir=str(out),
+                             resume_from_checkpoint="last", **{**cfg, "max_steps": 2}))
+    assert metrics["steps"] == 2
+
+
+def test_rollouts_are_distinct_catalogue_sids_in_beam_order(sft_runs, catalogue):
+    from accelerate import Accelerator
+
+    from minirec.evaluate import build_trie, decode_sid
+    from minirec.modeling.loading import load_trained
+
+    model, tok, _ = load_trained(sft_runs / "full")
+    rollout = SIDRollout(tok, build_trie(model, tok, catalogue), num_generations=4)
+    prompts = ["Items: " + catalogue.sid("117") + "\nNext:"] * 4 + ["Items: " + catalogue.sid("118") + "\nNext:"] * 4
+    out = rollout(prompts, SimpleNamespace(accelerator=Accelerator(cpu=True), model_wrapped=model))
+    assert out["beam_rank"] == [0, 1, 2, 3, 0, 1, 2, 3]
+    sids = [decode_sid(tok, ids) for ids in out["completion_ids"]]
+    assert all(s in catalogue.items_by_sid for s in sids)
+    assert len(set(sids[:4])) == 4 and len(set(sids[4:])) == 4
+    assert all(ids[-1] == tok.eos_token_id for ids in out["completion_ids"])
+
+
+def test_clear_errors(sft_runs, tmp_path):
+    with pytest.raises(MinirecError, match="no run.json"):
+        train(RLConfig(model_path=str(tmp_path), output_dir=str(tmp_path / "x"), **RL))
+    with pytest.raises(MinirecError, match="pass --use_lora True"):
+        train(RLConfig(model_path=str(sft_runs / "lora"), output_dir=str(tmp_path / "x"), **RL))
+    with pytest.raises(MinirecError, match="GRPO needs at least 2"):
+        RLConfig(model_path="x", num_generations=1).validate()
