@@ -72,6 +72,19 @@ def load_base(path, quantization=None, trust_remote_code=False):
     return model, tokenizer
 
 
+def keep_4bit_trainable(model) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference inside a model we train.
+
+    On CPUs with AVX512-BF16, ``Linear4bit`` converts its weights to an inference-only layout the
+    first time it runs in eval mode without gradients (an evaluation pass, an RL rollout), and
+    from then on its forward has no autograd path: the next training step fails with "a view of
+    a leaf Variable that requires grad is being used in an in-place operation".
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def add_sid_tokens(model, tokenizer, sid_tokens) -> list[int]:
     """Add SID tokens as ordinary (non-special) tokens, resize embeddings, return their ids.
 

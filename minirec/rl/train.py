@@ -21,7 +21,7 @@ from minirec.evaluate import build_trie, rank_sids
 from minirec.io import write_json
 from minirec.metrics import rank_of, ranking_metrics
 from minirec.modeling.adapters import resolve_target_modules, trainable_line
-from minirec.modeling.loading import load_base, save_trained, use_bf16
+from minirec.modeling.loading import keep_4bit_trainable, load_base, save_trained, use_bf16
 from minirec.prompts import next_sid_prompt
 from minirec.rl.config import RLConfig
 from minirec.rl.rewards import build_rewards
@@ -69,6 +69,45 @@ class SIDRollout:
                 "beam_rank": positions}
 
 
+class _AdaptedHead(torch.nn.Module):
+    """What TRL's fused LM head should see: the output projection *with* PEFT's trainable SID rows.
+
+    TRL computes per-token log-probs by reading ``get_output_embeddings().weight`` directly
+    (never calling the module), which would silently use the LM head without the SID rows that
+    SFT trained and RL keeps training. This view returns the merged weight, or the base weight
+    while adapters are disabled (TRL's KL reference), so gradients reach the trainable rows.
+    """
+
+    def __init__(self, layer):
+        super().__init__()
+        self._layer = [layer]  # a list: not registered as a submodule (no double counting/saving)
+
+    @property
+    def weight(self):
+        layer = self._layer[0]
+        base = layer.base_layer.weight
+        if layer.disable_adapters or not layer.active_adapters or layer.merged:
+            return base
+        return layer.get_merged_weights(layer.active_adapters)
+
+    @property
+    def bias(self):
+        return getattr(self._layer[0].base_layer, "bias", None)
+
+
+def expose_adapted_lm_head(peft_model) -> None:
+    """Point the base model's ``get_output_embeddings`` at :class:`_AdaptedHead` when the LM head
+    carries trainable SID rows (tied or untied); a plain LM head is left alone."""
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    base = peft_model.get_base_model()
+    head = base.get_output_embeddings()
+    layer = getattr(head, "token_adapter", head)
+    if isinstance(layer, TrainableTokensLayer):
+        view = _AdaptedHead(layer)
+        base.get_output_embeddings = lambda: view
+
+
 def _load_policy(config: RLConfig, run: RunInfo, tokenizer):
     """-> (model, peft_config or None, adapter weights to load or None, mode)."""
     from peft import LoraConfig, PeftConfig, prepare_model_for_kbit_training
@@ -84,6 +123,7 @@ def _load_policy(config: RLConfig, run: RunInfo, tokenizer):
                     "with" if config.use_qlora else "without")
     path = run.resolve_base(config.model_path) if run.is_adapter else Path(config.model_path)
     model, _ = load_base(path, config.quantization, config.trust_remote_code)
+    keep_4bit_trainable(model)
     if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     if getattr(model, "is_quantized", False):
@@ -174,6 +214,8 @@ def train(config: RLConfig) -> dict:
         rollout_func=SIDRollout(tokenizer, trie, config.num_generations, config.beam_search, config.temperature),
     )
     trainer_ref.append(trainer)
+    if peft_config is not None:
+        expose_adapted_lm_head(trainer.model)
     if adapter_state is not None:
         result = set_peft_model_state_dict(trainer.model, adapter_state)
         if result.unexpected_keys:

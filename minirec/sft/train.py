@@ -19,7 +19,7 @@ from minirec.errors import MinirecError
 from minirec.io import write_json
 from minirec.modeling.adapters import trainable_line, wrap_model
 from minirec.modeling.bases import prepare_base
-from minirec.modeling.loading import add_sid_tokens, load_base, save_trained, use_bf16
+from minirec.modeling.loading import add_sid_tokens, keep_4bit_trainable, load_base, save_trained, use_bf16
 from minirec.modeling.tiny import TinySpec
 from minirec.plots import plot_training
 from minirec.prompts import build_examples, resolve_tasks
@@ -160,6 +160,7 @@ def train(config: SFTConfig) -> dict:
                         intermediate_size=2 * config.tiny_hidden_size, seed=config.seed)
         base_path = prepare_base(config.base_model, out, catalogue, spec)
         model, tokenizer = load_base(base_path, config.quantization, config.trust_remote_code)
+        keep_4bit_trainable(model)
         if config.base_model == "tiny" and config.mode in ("lora", "qlora", "freeze"):
             log.warning("%s on the randomly initialised tiny base learns little: the frozen base knows "
                         "nothing. Use full fine-tuning for tiny, or a pretrained --base_model.", config.mode)

@@ -66,3 +66,21 @@ def test_qlora_base_is_4bit_and_frozen(tiny_base, catalogue):
     out = model(input_ids=torch.tensor([[ids[0], ids[100]]]), labels=torch.tensor([[ids[0], ids[100]]]))
     out.loss.backward()
     assert layer.lora_A["default"].weight.grad is not None
+
+
+def test_4bit_layers_stay_trainable_after_an_inference_pass(tiny_base, catalogue):
+    """bitsandbytes repacks 4-bit weights for CPU inference on an eval pass; training must still work after."""
+    from minirec.modeling.loading import keep_4bit_trainable
+
+    model, tok = load_base(tiny_base, quantization="4bit")
+    keep_4bit_trainable(model)
+    ids = add_sid_tokens(model, tok, catalogue.sid_tokens())
+    model = wrap_model(model, "qlora", ids, lora_r=4)
+    x = torch.tensor([[ids[0], ids[100], 5, 6]])
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=x)  # an evaluation pass or an RL rollout
+    model.train()
+    model(input_ids=x, labels=x).loss.backward()
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert layer.lora_A["default"].weight.grad is not None

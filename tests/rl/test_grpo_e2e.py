@@ -96,3 +96,35 @@ def test_clear_errors(sft_runs, tmp_path):
         train(RLConfig(model_path=str(sft_runs / "lora"), output_dir=str(tmp_path / "x"), **RL))
     with pytest.raises(MinirecError, match="GRPO needs at least 2"):
         RLConfig(model_path="x", num_generations=1).validate()
+
+
+@pytest.mark.parametrize("mode", ["lora", "freeze"])
+def test_fused_head_log_probs_include_the_trainable_sid_rows(tiny_model, mode):
+    """TRL's fused LM head must score with the adapted SID rows, and with the base ones when disabled."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from minirec.modeling.adapters import wrap_model
+    from minirec.rl.train import expose_adapted_lm_head
+
+    model, tok, ids = tiny_model
+    add_fused_lm_head(model, outputs=("log_probs",))
+    model = wrap_model(model, mode, ids, lora_r=4)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "trainable_tokens_delta" in n:
+                p.add_(torch.randn_like(p))
+    expose_adapted_lm_head(model)
+    x = torch.tensor([[5, 6, ids[0], ids[50], ids[300]]])
+    labels = x.clone()
+    labels[:, :2] = -100
+
+    def plain_logps():
+        logits = model(input_ids=x).logits[:, :-1].float()
+        return logits.log_softmax(-1).gather(-1, x[:, 1:, None])[..., 0][:, 1:]
+
+    fused = model(input_ids=x, labels=labels, fused_lm_head=True).log_probs[:, 1:]
+    torch.testing.assert_close(fused, plain_logps(), atol=1e-4, rtol=1e-4)
+    with model.disable_adapter():
+        fused_ref = model(input_ids=x, labels=labels, fused_lm_head=True).log_probs[:, 1:]
+        torch.testing.assert_close(fused_ref, plain_logps(), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(fused, fused_ref)

@@ -53,3 +53,4 @@ def test_resume_from_last_checkpoint(tmp_path):
     (out / "run.json").unlink()  # pretend the run was interrupted after its checkpoint
     metrics = train(SFTConfig(max_steps=4, resume_from_checkpoint="last", **cfg))
     assert metrics["train"]["epoch"] > 0 and any(h.get("step") == 4 for h in metrics["log_history"])
+
