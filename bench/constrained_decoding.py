@@ -13,11 +13,14 @@ Writes bench/results/constrained_decoding.json with seconds per 1,000 rows, the 
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import fire
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
 
 from minirec.data import load_dataset
 from minirec.evaluate import build_trie, decode_sid, rank_sids
@@ -109,7 +112,6 @@ def main(model_path="out/sft_full", split="test", rows=500, num_beams=50, batch_
     }
     write_json(Path(out), result)
     print(json.dumps(result, indent=2))
-    return result
 
 
 if __name__ == "__main__":
