@@ -154,6 +154,9 @@ def _ranking_callback(trainer_ref, config, rows, catalogue, tokenizer, trie, run
             m = ranking_metrics(ranks, ks=(10,))
             trainer.log({"valid_HR@10": m["HR@10"], "valid_NDCG@10": m["NDCG@10"], "valid_MRR": m["MRR"]})
 
+        def on_train_begin(self, args, state, control, **kw):
+            self.evaluate(state)  # the starting point, so every curve has its baseline
+
         def on_step_end(self, args, state, control, **kw):
             if config.eval_steps and state.global_step % config.eval_steps == 0:
                 self.evaluate(state)
