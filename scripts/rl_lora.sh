@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# GRPO on an SFT run, continuing its LoRA adapter, with constrained beam rollouts.
+# GRPO on an SFT run with constrained beam rollouts, continuing its LoRA adapter.
 # Settings are environment variables (or KEY=VALUE arguments); extra --flags go to rl.py.
+# PEFT=use_qlora loads the base in 4-bit (scripts/rl_qlora.sh); PEFT=none trains all weights
+# (scripts/rl_full.sh).
 source "$(dirname "$0")/_common.sh"
+PEFT="${PEFT:-use_lora}"
 exec "$PYTHON" rl.py \
   --model_path "${MODEL:-out/sft_lora}" \
   --output_dir "${OUT:-out/rl_lora}" \
-  --use_lora True \
+  ${PEFT:+$([[ "$PEFT" != none ]] && echo "--$PEFT True")} \
   --num_generations "${NUM_GENERATIONS:-16}" --prompts_per_step "${PROMPTS_PER_STEP:-8}" \
   --reward_type "${REWARD:-ranking}" --beta "${BETA:-1e-3}" --loss_type "${LOSS:-grpo}" \
   --learning_rate "${LR:-1e-4}" --num_epochs "${EPOCHS:-1}" --max_prompts "${MAX_PROMPTS:-2048}" \
-  --eval_steps "${EVAL_STEPS:-50}" --eval_rows "${EVAL_ROWS:-256}" --seed "${SEED:-42}" \
+  --eval_steps "${EVAL_STEPS:-64}" --eval_rows "${EVAL_ROWS:-256}" --seed "${SEED:-42}" \
   ${DEEPSPEED:+--deepspeed "$DEEPSPEED"} \
   "${EXTRA[@]}"

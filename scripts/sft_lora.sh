@@ -2,12 +2,14 @@
 # LoRA SFT. Every setting is an environment variable (or KEY=VALUE argument); extra
 # --flags go straight to sft.py. LoRA is meant for pretrained bases: on the random-init
 # tiny default it trains, but learns much less than scripts/sft_full.sh.
+# MODE=use_qlora is scripts/sft_qlora.sh; MODE=full is scripts/sft_full.sh.
 source "$(dirname "$0")/_common.sh"
+MODE="${MODE:-use_lora}"
 exec "$PYTHON" sft.py \
   --data_dir "${DATA:-data/Industrial_and_Scientific}" \
   --base_model "${BASE_MODEL:-tiny}" \
   --output_dir "${OUT:-out/sft_lora}" \
-  --use_lora True \
+  $([[ "$MODE" != full ]] && echo "--$MODE True") \
   --lora_r "${LORA_R:-8}" --lora_alpha "${LORA_ALPHA:-16}" --lora_dropout "${LORA_DROPOUT:-0.05}" \
   --lora_target_modules "${LORA_TARGET_MODULES:-all}" \
   --tasks "${TASKS:-next_sid,title_to_sid,sid_to_title}" \

@@ -1,8 +1,9 @@
 """Configuration of the RL stage: one documented field per flag of ``rl.py``."""
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from minirec.errors import MinirecError
+from minirec.flags import config_from_flags
 from minirec.rl.rewards import parse_reward_spec
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
@@ -108,11 +109,5 @@ class RLConfig:
         parse_reward_spec(self.reward_type)
 
     @classmethod
-    def from_kwargs(cls, **kwargs) -> "RLConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise MinirecError(f"unknown flag(s) --{', --'.join(unknown)}; see python rl.py --help")
-        config = cls(**kwargs)
-        config.validate()
-        return config
+    def from_kwargs(cls, **flags) -> "RLConfig":
+        return config_from_flags(cls, flags, "rl.py")

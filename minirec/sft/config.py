@@ -1,8 +1,9 @@
 """Configuration of the SFT stage: one documented field per flag of ``sft.py``."""
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from minirec.errors import MinirecError
+from minirec.flags import config_from_flags
 from minirec.prompts import TEMPLATES
 
 
@@ -126,11 +127,5 @@ class SFTConfig:
             raise MinirecError(f"--cutoff_len {self.cutoff_len} is too short for a prompt and a SID; use >= 16")
 
     @classmethod
-    def from_kwargs(cls, **kwargs) -> "SFTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise MinirecError(f"unknown flag(s) --{', --'.join(unknown)}; see python sft.py --help")
-        config = cls(**kwargs)
-        config.validate()
-        return config
+    def from_kwargs(cls, **flags) -> "SFTConfig":
+        return config_from_flags(cls, flags, "sft.py")
