@@ -132,3 +132,15 @@ def test_mixed_depth_sids_are_supported(tmp_path):
     data = load_dataset(write_dir(tmp_path))
     assert data.catalogue.sid("3") == "<a_2><b_1><c_1><d_0>"
     assert "<d_0>" in data.catalogue.sid_tokens()
+
+
+def test_bundled_office_products_loads_as_a_second_catalogue():
+    from minirec.prompts import build_examples, resolve_tasks
+    from tests.conftest import ROOT
+
+    office = load_dataset(ROOT / "data" / "Office_Products")
+    assert {k: len(v) for k, v in office.splits.items()} == {"train": 7648, "valid": 4866, "test": 4866}
+    assert len(office.catalogue) == 3459 and office.catalogue.has_titles
+    tasks = resolve_tasks("all", office.catalogue)
+    examples = build_examples(office.split("valid")[:5], office.catalogue, tasks)
+    assert {e.task for e in examples} == set(tasks)
