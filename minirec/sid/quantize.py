@@ -57,17 +57,24 @@ def sq_distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
-def rqkmeans(x, levels: int = 3, codebook_size: int = 256, seed: int = 42, n_init: int = 1,
-             max_iter: int = 100) -> Quantization:
-    """Residual k-means: level l clusters the residual x - sum of the chosen centroids of levels < l."""
+def _residual_quantize(x, levels, codebook_size, fit_level, info) -> Quantization:
+    """Level l fits ``fit_level(residual, l) -> (centroids, labels)`` on what levels < l left over."""
     residual = _check(x, levels, codebook_size).copy()
     codes = np.zeros((len(residual), levels), dtype=np.int64)
     for level in range(levels):
-        centroids, labels = _kmeans(residual, codebook_size, seed + level, n_init, max_iter)
+        centroids, labels = fit_level(residual, level)
         codes[:, level] = labels
         if level == levels - 1:
-            return Quantization(codes, residual.copy(), centroids, {"kmeans_n_init": n_init})
+            return Quantization(codes, residual.copy(), centroids, info)
         residual -= centroids[labels]
+
+
+def rqkmeans(x, levels: int = 3, codebook_size: int = 256, seed: int = 42, n_init: int = 1,
+             max_iter: int = 100) -> Quantization:
+    """Residual k-means: level l clusters the residual x - sum of the chosen centroids of levels < l."""
+    return _residual_quantize(x, levels, codebook_size,
+                              lambda r, level: _kmeans(r, codebook_size, seed + level, n_init, max_iter),
+                              {"kmeans_n_init": n_init})
 
 
 def sinkhorn(cost: np.ndarray, epsilon: float = 0.05, iters: int = 50) -> np.ndarray:
@@ -130,14 +137,9 @@ def _balanced_level(x: np.ndarray, k: int, seed: int, iters: int, epsilon: float
 def rqkmeans_balanced(x, levels: int = 3, codebook_size: int = 256, seed: int = 42, iters: int = 10,
                       epsilon: float = 0.05) -> Quantization:
     """Residual k-means whose every level puts floor(n/K) or ceil(n/K) items under each code."""
-    residual = _check(x, levels, codebook_size).copy()
-    codes = np.zeros((len(residual), levels), dtype=np.int64)
-    for level in range(levels):
-        centroids, labels = _balanced_level(residual, codebook_size, seed + level, iters, epsilon)
-        codes[:, level] = labels
-        if level == levels - 1:
-            return Quantization(codes, residual.copy(), centroids, {"sinkhorn_epsilon": epsilon, "iters": iters})
-        residual -= centroids[labels]
+    return _residual_quantize(x, levels, codebook_size,
+                              lambda r, level: _balanced_level(r, codebook_size, seed + level, iters, epsilon),
+                              {"sinkhorn_epsilon": epsilon, "iters": iters})
 
 
 def level_stats(codes: np.ndarray, codebook_size: int) -> dict:
