@@ -63,10 +63,13 @@ class _Decoder:
         return self.logp.masked_fill(~self.trie.allowed_mask(self.gen), NEG_INF)
 
     def advance(self, row_idx, tokens):
-        """Keep rows ``row_idx`` (reordering the cache), append ``tokens`` [N, 1], run one step."""
-        self.gen = torch.cat([self.gen[row_idx], tokens], dim=1)
-        self.cache.reorder_cache(row_idx)
-        self.mask = torch.cat([self.mask[row_idx], torch.ones_like(tokens)], dim=1)
+        """Keep rows ``row_idx`` (reordering the cache; ``None`` keeps every row in place),
+        append ``tokens`` [N, 1], run one step."""
+        if row_idx is not None:
+            self.gen, self.mask = self.gen[row_idx], self.mask[row_idx]
+            self.cache.reorder_cache(row_idx)
+        self.gen = torch.cat([self.gen, tokens], dim=1)
+        self.mask = torch.cat([self.mask, torch.ones_like(tokens)], dim=1)
         out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=self.next_pos,
                          past_key_values=self.cache, use_cache=True)
         self.cache, self.next_pos = out.past_key_values, self.next_pos + 1
@@ -133,7 +136,7 @@ def constrained_sample(model, prompts, trie: SIDTrie, num_samples: int, pad_toke
         done = done | (tok[:, 0] == trie.eos_token_id)
         if done.all():
             break
-        dec.advance(torch.arange(rows, device=tok.device), tok)
+        dec.advance(None, tok)  # samples never change rows: no cache copy
     seqs = [tuple(t for t in row if t not in (trie.eos_token_id, pad_token_id)) for row in dec.gen.tolist()]
     # EOS and the padding after it are stripped; what remains is a complete catalogue SID
     return [[Beam(seqs[b * num_samples + j], float(score[b * num_samples + j])) for j in range(num_samples)]

@@ -39,7 +39,7 @@ from minirec.cli import run_cli
 from minirec.data.readers import Interaction, write_inter
 from minirec.errors import MinirecError
 from minirec.io import write_json, write_text
-from minirec.sid.build import load_items
+from minirec.sid.catalogue import load_items, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +137,8 @@ def read_events(path) -> dict[str, list[tuple[str, float, float | None]]]:
 def read_sequences(path) -> dict[str, list[tuple[str, float | None, None]]]:
     """``{"user": [item, ...]}`` or ``{"user": [[item, time], ...]}`` -> user -> [(item, time, None)]."""
     path = Path(path)
-    if not path.is_file():
-        raise MinirecError(f"{path}: sequences file not found")
-    try:
-        data = json.loads(path.read_bytes())
-    except json.JSONDecodeError as e:
-        raise MinirecError(f"{path}: not valid JSON ({e}); expected {{\"user\": [item, ...]}}")
-    if not isinstance(data, dict) or not data:
-        raise MinirecError(f"{path}: expected a non-empty JSON object of user -> list of items")
+    data = read_json_object(path, "sequences file", '{"user": [item, ...]} or {"user": [[item, time], ...]}',
+                            key="user")
     users = {}
     for user, seq in data.items():
         where = f"{path}: user {user!r}"

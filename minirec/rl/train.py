@@ -45,9 +45,9 @@ class SIDRollout:
         n, proc = len(prompts), trainer.accelerator.process_index
         # Position within the group: groups are laid out contiguously across all processes.
         positions = [(proc * n + i) % self.G for i in range(n)]
-        starts = [i for i in range(n) if positions[i] == 0 or i == 0]
+        starts = {i for i in range(n) if positions[i] == 0 or i == 0}
         prompt_ids = encode_prompts(self.tokenizer, prompts)
-        group_prompts = [prompt_ids[s] for s in starts]
+        group_prompts = [prompt_ids[s] for s in sorted(starts)]
         with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
             was_training = model.training
             model.eval()
@@ -145,7 +145,12 @@ def _ranking_callback(trainer_ref, config, rows, catalogue, tokenizer, trie, run
     class RankingEval(TrainerCallback):
         """HR@10 / NDCG@10 / MRR of the current policy on a valid subset, logged with the metrics."""
 
+        last_step = None
+
         def evaluate(self, state):
+            if self.last_step == state.global_step:  # already evaluated at this step
+                return
+            self.last_step = state.global_step
             trainer = trainer_ref[0]
             ranked = rank_sids(trainer.model, tokenizer, catalogue, [r.history for r in rows], run.template,
                                run.max_history, num_beams=max(10, config.num_generations), batch_size=16,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from minirec.errors import MinirecError
 from minirec.io import write_json, write_text
-from minirec.sid.catalogue import _reject_duplicate_keys, load_catalogue
+from minirec.sid.catalogue import load_catalogue, load_items
 from minirec.sid.collisions import level_prefix, resolve_collisions, sid_tokens
 from minirec.sid.quantize import level_stats, rqkmeans, rqkmeans_balanced
 from minirec.sid.text import DEFAULT_ENCODER, MAX_CHARS, embed_items
@@ -24,24 +24,6 @@ from minirec.sid.text import DEFAULT_ENCODER, MAX_CHARS, embed_items
 log = logging.getLogger(__name__)
 
 METHODS = ("rqkmeans", "rqkmeans_balanced", "rqvae")
-
-
-def load_items(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise MinirecError(f"{path}: item file not found; pass --items pointing at an item.json")
-    try:
-        items = json.loads(path.read_bytes(), object_pairs_hook=_reject_duplicate_keys(path))
-    except json.JSONDecodeError as e:
-        raise MinirecError(f"{path}: not valid JSON ({e}); expected {{\"item_id\": {{\"title\": ..., \"description\": ...}}}}")
-    if not isinstance(items, dict) or not items:
-        raise MinirecError(f"{path}: expected a non-empty JSON object of item id -> {{\"title\", \"description\"}}")
-    for item_id, meta in items.items():
-        if not item_id.strip() or any(ch.isspace() for ch in item_id):
-            raise MinirecError(f"{path}: item id {item_id!r} is empty or contains whitespace; .inter files cannot hold it")
-        if not isinstance(meta, dict) or not isinstance(meta.get("title", ""), str):
-            raise MinirecError(f"{path}: item {item_id!r} must be an object with a string \"title\"")
-    return items
 
 
 def index_text(index: dict) -> str:

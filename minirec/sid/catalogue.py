@@ -40,16 +40,40 @@ def split_sid(sid: str) -> tuple[str, ...]:
     return tuple(tokens)
 
 
-def _reject_duplicate_keys(where):
-    def hook(pairs):
+def read_json_object(path, what: str, shape: str, hint: str = "", key: str = "item id") -> dict:
+    """A non-empty JSON object from ``path``, or a one-line MinirecError (missing file, invalid
+    JSON, a ``key`` given twice, not an object). ``shape`` describes the expected content."""
+    path = Path(path)
+    if not path.is_file():
+        raise MinirecError(f"{path}: {what} not found{'; ' + hint if hint else ''}")
+
+    def reject_duplicates(pairs):
         seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise MinirecError(f"{where}: item id {key!r} appears twice; keep one entry per item")
-            seen.add(key)
+        for name, _ in pairs:
+            if name in seen:
+                raise MinirecError(f"{path}: {key} {name!r} appears twice; keep one entry per {key}")
+            seen.add(name)
         return dict(pairs)
 
-    return hook
+    try:
+        data = json.loads(path.read_bytes(), object_pairs_hook=reject_duplicates)
+    except json.JSONDecodeError as e:
+        raise MinirecError(f"{path}: not valid JSON ({e}); expected {shape}")
+    if not isinstance(data, dict) or not data:
+        raise MinirecError(f"{path}: expected a non-empty JSON object: {shape}")
+    return data
+
+
+def load_items(path) -> dict:
+    """``item.json``: item id -> {"title", "description", ...}, ids usable in .inter files."""
+    items = read_json_object(path, "item file", '{"item_id": {"title": ..., "description": ...}}',
+                             "pass --items pointing at an item.json")
+    for item_id, meta in items.items():
+        if not item_id.strip() or any(ch.isspace() for ch in item_id):
+            raise MinirecError(f"{path}: item id {item_id!r} is empty or contains whitespace; .inter files cannot hold it")
+        if not isinstance(meta, dict) or not isinstance(meta.get("title", ""), str):
+            raise MinirecError(f"{path}: item {item_id!r} must be an object with a string \"title\"")
+    return items
 
 
 @dataclass
@@ -98,15 +122,8 @@ class Catalogue:
 def load_catalogue(index_path, item_path=None) -> Catalogue:
     """Read and validate ``index.json`` (``{"id": ["<a_1>", ...]}``) and optional ``item.json``."""
     index_path = Path(index_path)
-    if not index_path.is_file():
-        raise MinirecError(f"{index_path}: SID index not found; pass a dataset dir that holds index.json")
-    raw = index_path.read_bytes()
-    try:
-        index = json.loads(raw, object_pairs_hook=_reject_duplicate_keys(index_path))
-    except json.JSONDecodeError as e:
-        raise MinirecError(f"{index_path}: not valid JSON ({e}); expected {{\"item_id\": [\"<a_1>\", ...]}}")
-    if not isinstance(index, dict) or not index:
-        raise MinirecError(f"{index_path}: expected a non-empty JSON object of item id -> list of SID tokens")
+    index = read_json_object(index_path, "SID index", '{"item_id": ["<a_1>", ...]}',
+                             "pass a dataset dir that holds index.json")
     sids = {}
     for item, tokens in index.items():
         if not isinstance(tokens, list) or not tokens or not all(
@@ -119,13 +136,5 @@ def load_catalogue(index_path, item_path=None) -> Catalogue:
 
     titles = {}
     if item_path is not None and Path(item_path).is_file():
-        try:
-            items = json.loads(Path(item_path).read_bytes(), object_pairs_hook=_reject_duplicate_keys(item_path))
-        except json.JSONDecodeError as e:
-            raise MinirecError(f"{item_path}: not valid JSON ({e}); expected {{\"item_id\": {{\"title\": ...}}}}")
-        for item, meta in items.items():
-            if not isinstance(meta, dict) or not isinstance(meta.get("title", ""), str):
-                raise MinirecError(f"{item_path}: item {item!r} must be an object with a string \"title\"")
-            if item in sids:
-                titles[item] = clean_text(meta.get("title", ""))
-    return Catalogue(sids=sids, titles=titles, index_sha256=hashlib.sha256(raw).hexdigest())
+        titles = {item: clean_text(meta.get("title", "")) for item, meta in load_items(item_path).items() if item in sids}
+    return Catalogue(sids=sids, titles=titles, index_sha256=hashlib.sha256(index_path.read_bytes()).hexdigest())
