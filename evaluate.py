@@ -1,7 +1,7 @@
-"""Offline evaluation: python evaluate.py --model_path out/sft_full --split test --num_beams 50."""
+"""Offline evaluation: python evaluate.py --help lists every flag (minirec.evaluate.EvalConfig)."""
 
 from minirec.cli import run_cli
-from minirec.evaluate import evaluate
+from minirec.evaluate import command
 
 if __name__ == "__main__":
-    run_cli(evaluate)
+    run_cli(command)

@@ -1,7 +1,7 @@
 """Supervised fine-tuning: python sft.py --help lists every flag (minirec.sft.SFTConfig)."""
 
 from minirec.cli import run_cli
-from minirec.sft import main
+from minirec.sft import command
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(command)

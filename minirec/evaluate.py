@@ -10,18 +10,23 @@ equal a single-process run's (each row is decoded independently).
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from minirec.beam import constrained_beam_search
+from minirec.cli import Command
 from minirec.constrained import SIDConstraint, SIDTrie
 from minirec.data import load_dataset
+from minirec.data.readers import SPLITS
 from minirec.errors import MinirecError
+from minirec.flags import config_from_flags
 from minirec.io import write_json, write_jsonl
 from minirec.metrics import DEFAULT_KS, rank_of, ranking_metrics
 from minirec.prompts import next_sid_prompt
+from minirec.run_info import RUN_FILE, RunInfo
 from minirec.tokenization import encode_prompts
 
 
@@ -100,36 +105,78 @@ def _shard(rows):
     return [(i, r) for i, r in enumerate(rows) if i % world == rank], rank, world
 
 
-def _parse_ks(ks, num_beams):
-    ks = [int(k) for k in (ks.split(",") if isinstance(ks, str) else ks)]
-    if not ks or any(k <= 0 for k in ks):
-        raise MinirecError(f"--ks {ks}: give positive cut-offs such as 1,3,5,10")
-    return tuple(k for k in ks if k <= num_beams) or (num_beams,)
+@dataclass
+class EvalConfig:
+    model_path: str
+    """A finished run dir (sft.py, rl.py or python -m minirec.merge wrote it; it holds run.json)."""
+    split: str = "test"
+    """The split to evaluate: train, valid or test."""
+    num_beams: int = 50
+    """Beam width of the constrained beam search: how many ranked SIDs each row gets."""
+    batch_size: int = 16
+    """Prompts decoded together."""
+    max_rows: int = 0
+    """Evaluate only the first N rows of the split (0 = all)."""
+    ks: str = ",".join(map(str, DEFAULT_KS))
+    """Cut-offs K of HR@K, NDCG@K and MRR@K, comma-separated; those above --num_beams are dropped."""
+    data_dir: str = ""
+    """Dataset dir; default: the one recorded in the run. Its index.json must be the run's."""
+    output_dir: str = ""
+    """Where predictions.jsonl, metrics.json and metrics.png go; default: <model_path>/eval_<split>."""
+    merge_weights: bool = False
+    """Merge an adapter into its base before decoding (faster; the same ranking up to rounding)."""
+    trust_remote_code: bool = False
+    """Allow the checkpoint's own modelling code to run."""
+
+    def validate(self) -> None:
+        if self.split not in SPLITS:
+            raise MinirecError(f"--split {self.split!r}: choose one of {', '.join(SPLITS)}")
+        if self.num_beams <= 0 or self.batch_size <= 0 or self.max_rows < 0:
+            raise MinirecError("--num_beams and --batch_size must be positive, --max_rows >= 0")
+        self.cutoffs()
+        if self.output_dir and (Path(self.output_dir) / RUN_FILE).exists():
+            raise MinirecError(f"--output_dir {self.output_dir} holds a run (run.json); its metrics.json would be "
+                               "overwritten: pass another dir")
+
+    def cutoffs(self) -> tuple[int, ...]:
+        try:
+            ks = [int(k) for k in self.ks.split(",")]
+        except ValueError:
+            ks = []
+        if not ks or any(k <= 0 for k in ks):
+            raise MinirecError(f"--ks {self.ks!r}: give positive integer cut-offs such as 1,3,5,10")
+        return tuple(k for k in ks if k <= self.num_beams) or (self.num_beams,)
 
 
-def evaluate(model_path: str, split: str = "test", num_beams: int = 50, batch_size: int = 16, max_rows: int = 0,
-             ks: str = ",".join(map(str, DEFAULT_KS)), data_dir: str = "", output_dir: str = "",
-             merge_weights: bool = False, trust_remote_code: bool = False) -> dict:
-    """Evaluate a run dir on a split with constrained beam search; returns the metrics dict."""
+def evaluate(model_path, **options) -> dict:
+    """``main`` for Python callers: keyword arguments are the flags of :class:`EvalConfig`."""
+    return main(config_from_flags(EvalConfig, {"model_path": model_path, **options}, "evaluate.py"))
+
+
+def main(config: EvalConfig) -> dict:
+    """Evaluate a run on a split with constrained beam search: HR@K, NDCG@K, MRR, a printed table.
+
+    Writes predictions.jsonl, metrics.json and metrics.png; under torchrun the rows are sharded.
+    """
     from minirec.modeling.loading import load_trained
 
-    if num_beams <= 0 or batch_size <= 0:
-        raise MinirecError("--num_beams and --batch_size must be positive")
-    ks = _parse_ks(ks, num_beams)
-    model, tokenizer, run = load_trained(model_path, trust_remote_code=trust_remote_code)
-    if merge_weights and hasattr(model, "merge_and_unload"):
+    model_path, split, num_beams, output_dir = config.model_path, config.split, config.num_beams, config.output_dir
+    ks = config.cutoffs()
+    run = RunInfo.read(model_path)  # data problems surface before the model loads
+    data = load_dataset(config.data_dir or run.data_dir, splits=(split,))
+    run.check_index(data.catalogue)
+    catalogue = data.catalogue
+    model, tokenizer, run = load_trained(model_path, trust_remote_code=config.trust_remote_code)
+    if config.merge_weights and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     if not getattr(model, "is_quantized", False):
         model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    data = load_dataset(data_dir or run.data_dir, splits=(split,))
-    run.check_index(data.catalogue)
-    catalogue = data.catalogue
-    rows = data.split(split)[: max_rows or None]
+    rows = data.split(split)[: config.max_rows or None]
     mine, rank, world = _shard(rows)
 
     started = time.perf_counter()
     ranked = rank_sids(model, tokenizer, catalogue, [r.history for _, r in mine], run.template, run.max_history,
-                       num_beams, batch_size, progress=rank == 0)
+                       num_beams, config.batch_size, progress=rank == 0)
     results = [(i, preds) for (i, _), preds in zip(mine, ranked)]
     if world > 1:
         gathered = [None] * world
@@ -174,3 +221,6 @@ def format_table(metrics, ks) -> str:
     lines.append(f"MRR {metrics['MRR']:.4f} | invalid predictions {metrics['invalid_predictions']} | "
                  f"coverage@10 {metrics['coverage@10']:.4f} | {metrics['rows']} rows in {metrics['wall_seconds']:.1f}s")
     return "\n".join(lines)
+
+
+command = Command("evaluate.py", EvalConfig, main)

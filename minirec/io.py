@@ -1,10 +1,13 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""File I/O for every stage: atomic writes (a reader never sees a half-written file) and UTF-8 reads
+with one-line errors."""
 
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from minirec.errors import MinirecError
 
 
 @contextmanager
@@ -34,3 +37,17 @@ def write_json(path, obj) -> None:
 
 def write_jsonl(path, rows) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_text(path) -> str:
+    """A UTF-8 text file (a leading byte-order mark dropped). Other bytes are a one-line
+    MinirecError naming the file and line, not a UnicodeDecodeError traceback."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - data.rfind(b"\n", 0, e.start)
+        raise MinirecError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
+                           "save the file as UTF-8")
+    return text.removeprefix("\ufeff")

@@ -8,33 +8,59 @@ RL and evaluation take it as ``--model_path`` like any other.
 """
 
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from minirec.cli import run_cli
+from minirec.cli import Command, run_cli
 from minirec.errors import MinirecError
-from minirec.modeling.loading import load_trained, save_trained
+from minirec.flags import config_from_flags
 from minirec.run_info import RunInfo
 
 
-def merge(model_path: str, output_dir: str, trust_remote_code: bool = False) -> Path:
+@dataclass
+class MergeConfig:
+    model_path: str
+    """A finished adapter run (LoRA, QLoRA or freeze; it holds run.json)."""
+    output_dir: str
+    """A new dir for the merged full checkpoint; it appears only once complete."""
+    trust_remote_code: bool = False
+    """Allow the checkpoint's own modelling code to run."""
+
+    def validate(self) -> None:
+        if Path(self.output_dir).exists():
+            raise MinirecError(f"{self.output_dir} already exists; pass a new --output_dir")
+
+
+def merge(model_path, output_dir, **options) -> Path:
+    """``main`` for Python callers: arguments are the flags of :class:`MergeConfig`."""
+    return main(config_from_flags(MergeConfig, {"model_path": model_path, "output_dir": output_dir, **options},
+                                  "-m minirec.merge"))
+
+
+def main(config: MergeConfig) -> Path:
+    """Merge a run's adapter into its base: a full checkpoint that is itself a run (mode full)."""
+    model_path, out = config.model_path, Path(config.output_dir)
     run = RunInfo.read(model_path)
     if not run.is_adapter:
         raise MinirecError(f"{model_path}: a {run.mode} run has no adapter to merge; use it as it is")
-    out = Path(output_dir)
-    if out.exists():
-        raise MinirecError(f"{out} already exists; pass a new --output_dir")
-    model, tokenizer, _ = load_trained(model_path, quantization=None, trust_remote_code=trust_remote_code)
+    from minirec.modeling.loading import load_trained, save_trained  # after the checks: it imports torch
+
+    model, tokenizer, _ = load_trained(model_path, quantization=None, trust_remote_code=config.trust_remote_code)
     merged = model.merge_and_unload()
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_trained(merged, tokenizer, tmp)
-    replace(run, mode="full", base_model_path=".", quantization=None,
-            config={**run.config, "merged_from": str(model_path)}).write(tmp)
-    tmp.rename(out)  # the merged dir appears only when complete
+    try:
+        save_trained(merged, tokenizer, tmp)
+        replace(run, mode="full", base_model_path=".", quantization=None,
+                config={**run.config, "merged_from": str(model_path)}).write(tmp)
+        tmp.rename(out)  # the merged dir appears only when complete
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"merged {model_path} ({run.mode}) -> {out}")
     return out
 
 
+command = Command("-m minirec.merge", MergeConfig, main)
+
 if __name__ == "__main__":
-    run_cli(merge)
+    run_cli(command)

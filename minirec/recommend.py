@@ -9,9 +9,11 @@ History entries may be SIDs, item ids or exact titles (case-insensitive), separa
 """
 
 import sys
+from dataclasses import dataclass
 
-from minirec.cli import run_cli
+from minirec.cli import Command, run_cli
 from minirec.errors import MinirecError
+from minirec.run_info import RunInfo
 
 
 def resolve_history(history, catalogue, sep=",") -> list[str]:
@@ -51,31 +53,66 @@ def format_recommendations(recs, catalogue) -> str:
     return "\n".join(lines)
 
 
-def recommend(model_path: str, history="", top_k: int = 10, num_beams: int = 0, sep: str = ",",
-              merge_weights: bool = False, interactive: bool = False, data_dir: str = "",
-              trust_remote_code: bool = False):
+@dataclass
+class RecommendConfig:
+    model_path: str
+    """A finished run dir (it holds run.json)."""
+    history: str = ""
+    """Past items, oldest first: catalogue SIDs, item ids or exact titles, separated by --sep."""
+    top_k: int = 10
+    """How many recommendations to print."""
+    num_beams: int = 0
+    """Beam width of the constrained search (0 = --top_k); wider beams can change the top of the list."""
+    sep: str = ","
+    """Separator of --history entries; use "|" when titles contain commas."""
+    merge_weights: bool = False
+    """Merge an adapter into its base first (faster decoding)."""
+    interactive: bool = False
+    """Read one history per line from stdin instead of --history; an empty line ends."""
+    data_dir: str = ""
+    """Dataset dir for the catalogue; default: the one recorded in the run."""
+    trust_remote_code: bool = False
+    """Allow the checkpoint's own modelling code to run."""
+
+    def validate(self) -> None:
+        if self.top_k <= 0 or self.num_beams < 0:
+            raise MinirecError(f"--top_k must be positive and --num_beams >= 0, got {self.top_k} and {self.num_beams}")
+        if 0 < self.num_beams < self.top_k:
+            raise MinirecError(f"--num_beams {self.num_beams} yields fewer than --top_k {self.top_k} items; "
+                               "raise it or leave it at 0")
+        if not self.sep:
+            raise MinirecError("--sep is empty; use , or |")
+        if self.interactive and self.history:
+            raise MinirecError("--history and --interactive True exclude each other; give one")
+        if not self.interactive and not self.history.strip():
+            raise MinirecError('pass --history "<a_1><b_2><c_3>,..." or --interactive True')
+
+
+def main(config: RecommendConfig) -> None:
+    """Recommend the next items for a history (SIDs, item ids or titles), best first, with titles."""
     from minirec.data import load_dataset
+
+    run = RunInfo.read(config.model_path)
+    catalogue = load_dataset(config.data_dir or run.data_dir, splits=()).catalogue
+    run.check_index(catalogue)
+    history, top_k, sep = config.history, config.top_k, config.sep
+    if not config.interactive:
+        resolve_history(history, catalogue, sep)  # a typo is reported before the model loads
     from minirec.evaluate import build_trie, rank_sids
     from minirec.modeling.loading import load_trained
 
-    if top_k <= 0:
-        raise MinirecError(f"--top_k must be positive, got {top_k}")
-    if not interactive and not history:
-        raise MinirecError("pass --history \"<a_1><b_2><c_3>,...\" or --interactive True")
-    model, tokenizer, run = load_trained(model_path, trust_remote_code=trust_remote_code)
-    if merge_weights and hasattr(model, "merge_and_unload"):
+    model, tokenizer, run = load_trained(config.model_path, trust_remote_code=config.trust_remote_code)
+    if config.merge_weights and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    catalogue = load_dataset(data_dir or run.data_dir, splits=()).catalogue
-    run.check_index(catalogue)
     trie = build_trie(model, tokenizer, catalogue)
 
     def answer(hist):
         items = resolve_history(hist, catalogue, sep)
         recs = rank_sids(model, tokenizer, catalogue, [tuple(items)], run.template, run.max_history,
-                         num_beams=max(num_beams, top_k), batch_size=1, trie=trie, progress=False)[0]
+                         num_beams=config.num_beams or top_k, batch_size=1, trie=trie, progress=False)[0]
         return format_recommendations(recs[:top_k], catalogue)
 
-    if not interactive:
+    if not config.interactive:
         print(answer(history))
         return
     print(f"history ({sep!r}-separated SIDs, item ids or titles); empty line to quit", file=sys.stderr)
@@ -88,5 +125,7 @@ def recommend(model_path: str, history="", top_k: int = 10, num_beams: int = 0, 
             print(f"error: {e}", file=sys.stderr, flush=True)
 
 
+command = Command("-m minirec.recommend", RecommendConfig, main)
+
 if __name__ == "__main__":
-    run_cli(recommend)
+    run_cli(command)

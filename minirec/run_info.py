@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from minirec.errors import MinirecError
-from minirec.io import write_json
+from minirec.io import read_text, write_json
 
 RUN_FILE = "run.json"
 MODES = ("lora", "qlora", "full", "freeze")
@@ -45,15 +45,19 @@ class RunInfo:
     @classmethod
     def read(cls, run_dir) -> "RunInfo":
         path = Path(run_dir) / RUN_FILE
+        if not Path(run_dir).is_dir():
+            raise MinirecError(f"--model_path {run_dir}: no such directory; pass a run dir written by sft.py or rl.py")
         if not path.is_file():
+            unfinished = any(Path(run_dir).glob("checkpoint-*"))
             raise MinirecError(
-                f"{run_dir}: no {RUN_FILE}; --model_path must be an output dir written by sft.py or rl.py"
+                f"{run_dir}: no {RUN_FILE}; " + ("an unfinished run (resume it with --resume_from_checkpoint last)"
+                                                 if unfinished else "not a run dir written by sft.py or rl.py")
             )
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text(path))
             known = {f.name for f in fields(cls)}
             return cls(**{k: v for k, v in data.items() if k in known})
-        except (json.JSONDecodeError, TypeError) as e:
+        except (json.JSONDecodeError, TypeError, AttributeError) as e:
             raise MinirecError(f"{path}: unreadable run description ({e}); re-run the stage that wrote it")
 
     def check_index(self, catalogue) -> None:
@@ -63,6 +67,17 @@ class RunInfo:
                 f"the SID index differs from the one this run was trained with ({self.data_dir}); "
                 "evaluate with the same index.json or retrain"
             )
+
+
+def check_output_dir(path) -> None:
+    """A stage's --output_dir must not be a file or a finished run: resuming or retraining into a
+    finished run would overwrite it, so it is never touched."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MinirecError(f"--output_dir {path} is a file; pass a directory")
+    if (path / RUN_FILE).exists():
+        raise MinirecError(f"--output_dir {path} already holds a finished run ({RUN_FILE}); "
+                           "pass another dir or delete it")
 
 
 def relative_to_run(path, run_dir) -> str:

@@ -1,42 +1,212 @@
-"""User-facing entry points: bad input -> one line on stderr, exit code 2, no output dir."""
+"""The flag layer: --help on every command, and a table of spellings walked through every command's config."""
 
+import dataclasses
+import json
 import subprocess
 import sys
 
 import pytest
 
+from minirec.cli import run_cli
+from minirec.errors import MinirecError
+from minirec.flags import config_from_flags, field_docs, parse_argv
 from tests.conftest import INDUSTRIAL, ROOT
 
 
-def run_sft(*args):
-    return subprocess.run([sys.executable, "sft.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _commands():
+    from minirec.data.convert import command as convert
+    from minirec.data.prepare import command as prepare
+    from minirec.evaluate import command as evaluate
+    from minirec.merge import command as merge
+    from minirec.recommend import command as recommend
+    from minirec.rl import command as rl
+    from minirec.sft import command as sft
+    from minirec.sid.build import command as build
+
+    return {"sft": sft, "rl": rl, "evaluate": evaluate, "recommend": recommend, "merge": merge, "build": build,
+            "prepare": prepare, "convert": convert}
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--data_dir", "no/such/dir"], "dataset directory not found"),
-        (["--use_lora", "True", "--use_qlora", "True"], "exclude each other"),
-        (["--tasks", "next_sid,bogus"], "unknown task 'bogus'"),
-        (["--base_model", "/no/such/model"], "nothing is downloaded"),
-        (["--batch_size", "100", "--micro_batch_size", "32"], "not a multiple"),
-        (["--bogus_flag", "1"], "unknown flag(s) --bogus_flag"),
-        (["--use_lora", "True", "--lora_target_modules", "q_proj,attn_fc"], "no Linear layer named attn_fc"),
-        (["--deepspeed", "nope.json"], "no such config file"),
-    ],
-)
-def test_bad_input_is_one_clear_line(tmp_path, args, message):
-    out = tmp_path / "out"
-    proc = run_sft("--data_dir", str(INDUSTRIAL), "--output_dir", str(out), "--tiny_hidden_size", "32",
-                   "--tiny_num_layers", "1", *args)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and message in last, last
-    assert "Traceback" not in proc.stderr
-    assert not out.exists()
+COMMANDS = _commands()
 
 
-def test_convert_rejects_a_dir_without_splits(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "minirec.data.convert", str(tmp_path), str(tmp_path / "o")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "error:" in proc.stderr and not (tmp_path / "o").exists()
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished run as far as flags can tell: run.json only (the RL config reads it)."""
+    path = tmp_path_factory.mktemp("run")
+    (path / "run.json").write_text(json.dumps({
+        "base_model": "tiny", "base_model_path": ".", "mode": "full", "template": "compact", "max_history": 10,
+        "tasks": ["next_sid"], "data_dir": "data/Industrial_and_Scientific", "sid_index_sha256": "0"}))
+    return path
+
+
+def required(name, run_dir, tmp):
+    """The least each command needs besides the flag under test."""
+    return {
+        "sft": ["--output_dir", f"{tmp}/sft", "--data_dir", str(INDUSTRIAL)],
+        "rl": ["--model_path", str(run_dir), "--output_dir", f"{tmp}/rl"],
+        "evaluate": ["--model_path", str(run_dir)], "recommend": ["--model_path", str(run_dir), "--history", "1"],
+        "merge": ["--model_path", str(run_dir), "--output_dir", f"{tmp}/merged"],
+        "build": ["--items", "item.json", "--out", f"{tmp}/index.json"],
+        "prepare": ["--out", f"{tmp}/data", "--items", "item.json", "--sequences", "seq.json"],
+        "convert": [],
+    }[name]
+
+
+def parse(name, argv, run_dir, tmp):
+    cmd = COMMANDS[name]
+    flags = parse_argv(required(name, run_dir, tmp) + argv, cmd.config, cmd.prog, cmd.positional)
+    return config_from_flags(cmd.config, flags, cmd.prog)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_flag_is_documented(name):
+    cls = COMMANDS[name].config
+    docs = field_docs(cls)
+    undocumented = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name, ("", ""))[1]]
+    assert not undocumented, f"{cls.__name__}: add a docstring after {undocumented}"
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.parametrize("spelling", ["--help", "-h"])
+def test_help_lists_every_flag_with_its_doc_and_default(name, spelling, capsys):
+    cmd = COMMANDS[name]
+    run_cli(cmd, argv=[*cmd.positional, "--bogus", spelling])  # help wins over other words
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith(f"usage: python {cmd.prog}")
+    for f in dataclasses.fields(cmd.config):
+        doc = field_docs(cmd.config)[f.name][1]
+        assert f"--{f.name} " in out and doc[:40] in out, f.name
+        default = {dataclasses.MISSING: "required", None: "default: none", "": "default: ''"}.get(
+            f.default, f"default: {f.default}")
+        assert default in out, (f.name, default)
+
+
+def test_help_in_a_subprocess_goes_to_stdout_with_exit_0():
+    for argv in (["sft.py", "--help"], ["-m", "minirec.sid", "build", "-h"], ["-m", "minirec.sid", "--help"]):
+        proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.startswith("usage: ") and not proc.stderr.strip(), proc.stderr
+
+
+# (command, argv, field, expected value) or (command, argv, None, an error fragment)
+SPELLINGS = [
+    ("sft", ["--use_lora", "false"], "use_lora", False),
+    ("sft", ["--use_lora", "FALSE"], "use_lora", False),
+    ("sft", ["--use_lora", "No"], "use_lora", False),
+    ("sft", ["--use_lora", "0"], "use_lora", False),
+    ("sft", ["--use_lora", "True"], "use_lora", True),
+    ("sft", ["--use_lora", "yes"], "use_lora", True),
+    ("sft", ["--use_lora", "1"], "use_lora", True),
+    ("sft", ["--use_lora"], "use_lora", True),
+    ("sft", ["--use_lora=true"], "use_lora", True),
+    ("sft", ["--use-lora", "true"], "use_lora", True),
+    ("sft", ["--use_lora", "maybe"], None, "--use_lora 'maybe': expected a boolean: true/false, yes/no or 1/0"),
+    ("sft", ["--use_lora", "2"], None, "--use_lora '2': expected a boolean"),
+    ("sft", ["--use_lora", "on"], None, "--use_lora 'on': expected a boolean"),
+    ("sft", ["--use_lora", ""], None, "--use_lora '': expected a boolean"),
+    ("sft", ["--lora_r", "16", "--use_lora", "true"], "lora_r", 16),
+    ("sft", ["--batch_size", "1.5"], None, "--batch_size '1.5': expected an integer"),
+    ("sft", ["--batch_size", "1e2"], None, "--batch_size '1e2': expected an integer"),
+    ("sft", ["--batch_size", "many"], None, "--batch_size 'many': expected an integer"),
+    ("sft", ["--max_steps", "-1"], "max_steps", -1),
+    ("sft", ["--learning_rate", "3"], "learning_rate", 3.0),
+    ("sft", ["--learning_rate", "1e-3"], "learning_rate", 1e-3),
+    ("sft", ["--learning_rate", "nan"], None, "--learning_rate 'nan': expected a finite number"),
+    ("sft", ["--learning_rate", "fast"], None, "--learning_rate 'fast': expected a finite number"),
+    ("sft", ["--learning_rate"], None, "--learning_rate needs a value"),
+    ("sft", ["--tasks", "next_sid,sid_to_title"], "tasks", "next_sid,sid_to_title"),
+    ("sft", ["--lerning_rate", "1"], None, "unknown flag(s) --lerning_rate (did you mean --learning_rate?)"),
+    ("sft", ["--seed", "1", "--seed", "2"], "seed", 2),  # the last one wins: scripts' extra flags override
+    ("sft", ["--local_rank=0"], "seed", 42),  # the deepspeed launcher's flag is accepted
+    ("sft", ["stray"], None, "unexpected argument(s) 'stray'"),
+    ("sft", ["--use_qlora", "--load_in_8bit"], None, "--use_qlora and --load_in_8bit exclude each other"),
+    ("sft", ["--lora_r", "16"], None, "--lora_r applies only to LoRA training"),
+    ("sft", ["--freeze_llm", "--use_dora"], None, "--use_dora applies only to LoRA training"),
+    ("sft", ["--base_model", "/m", "--tiny_num_layers", "2"], None, "--tiny_num_layers applies only to --base_model"),
+    ("sft", ["--deepspeed", "nope.json"], None, "--deepspeed nope.json: no such config file"),
+    ("sft", ["--lora_dropout", "1.5", "--use_lora"], None, "--lora_dropout 1.5: use a probability"),
+    ("rl", ["--reward_type", "rule,prefix", "--beam_search", "false"], "reward_type", "rule,prefix"),
+    ("rl", ["--reward_type", "rule:1,prefix:0.5"], "reward_type", "rule:1,prefix:0.5"),
+    ("rl", ["--beam_search", "False"], None, "--reward_type ranking rewards beam ranks, which samples do not have"),
+    ("rl", ["--beam_search", "0", "--reward_type", "ranking_only"], None, "--reward_type ranking_only rewards beam"),
+    ("rl", ["--temperature", "0.7"], None, "--temperature applies only to sampled rollouts"),
+    ("rl", ["--beam_search", "no", "--reward_type", "rule", "--temperature", "0.7"], "temperature", 0.7),
+    ("rl", ["--use_lora", "--use_qlora"], None, "--use_lora and --use_qlora exclude each other"),
+    ("rl", ["--lora_r", "4"], None, "--lora_r applies only with --use_lora or --use_qlora"),
+    ("rl", ["--reward_type", "semantic"], None, "--reward_type semantic needs --item_embeddings"),
+    ("rl", ["--item_embeddings", "e.npy"], None, "--item_embeddings only applies with a semantic reward"),
+    ("rl", ["--reward_type", "rule:0"], None, "every weight is 0"),
+    ("rl", ["--reward_type", "rule,rule:2"], None, "'rule' is given twice"),
+    ("rl", ["--reward_type", "ranking,ranking_only"], None, "ranking already is rule + ranking_only"),
+    ("rl", ["--beta", "-1"], None, "--beta must be >= 0"),
+    ("evaluate", ["--num_beam", "5"], None, "unknown flag(s) --num_beam (did you mean --num_beams?)"),
+    ("evaluate", ["--num_beams", "5"], "num_beams", 5),
+    ("evaluate", ["--ks", "1,5,10"], "ks", "1,5,10"),
+    ("evaluate", ["--ks", "1,x"], None, "--ks '1,x': give positive integer cut-offs"),
+    ("evaluate", ["--split", "tset"], None, "--split 'tset': choose one of train, valid, test"),
+    ("evaluate", ["--merge_weights", "Yes"], "merge_weights", True),
+    ("recommend", ["--history", "Widget, 2.50|1.10", "--sep", "|"], "history", "Widget, 2.50|1.10"),
+    ("recommend", ["--interactive"], None, "--history and --interactive True exclude each other"),
+    ("recommend", ["--top_k", "10", "--num_beams", "5"], None, "--num_beams 5 yields fewer than --top_k 10"),
+    ("recommend", ["--top_k", "ten"], None, "--top_k 'ten': expected an integer"),
+    ("merge", ["--trust_remote_code", "nope"], None, "--trust_remote_code 'nope': expected a boolean"),
+    ("merge", ["--output_path", "x"], None, "unknown flag(s) --output_path (did you mean --output_dir?)"),
+    ("build", ["--levels", "2"], "levels", 2),
+    ("build", ["--levels", "2.0"], None, "--levels '2.0': expected an integer"),
+    ("build", ["--reassign_collisions", "no"], "reassign_collisions", False),
+    ("build", ["--rqvae_epochs", "5"], None, "--rqvae_epochs applies only to --method rqvae"),
+    ("build", ["--method", "rqvae", "--rqvae_epochs", "5"], "rqvae_epochs", 5),
+    ("build", ["--method", "pq"], None, "--method 'pq': choose one of"),
+    ("prepare", ["--min_rating", "3"], None, "--min_rating needs rated events"),
+    ("prepare", ["--start", "2018-11-30"], "start", "2018-11-30"),
+    ("prepare", ["--kcore", "-1"], None, "--kcore -1: use a non-negative integer"),
+    ("prepare", ["--kcore", "two"], None, "--kcore 'two': expected an integer"),
+    ("prepare", ["--interactions", "e.csv"], None, "pass exactly one of --interactions FILE / --sequences FILE"),
+    ("convert", ["a", "b"], "dst", "b"),
+    ("convert", ["--dst", "b", "a"], "src", "a"),
+    ("convert", ["a", "b", "c"], None, "unexpected argument(s) 'c'"),
+    ("convert", ["a"], None, "missing required flag(s) --dst"),
+]
+
+
+@pytest.mark.parametrize("name, argv, field, expected", SPELLINGS, ids=[" ".join([r[0], *r[1]]) for r in SPELLINGS])
+def test_spellings(name, argv, field, expected, run_dir, tmp_path):
+    if field is None:
+        with pytest.raises(MinirecError) as e:
+            parse(name, argv, run_dir, tmp_path)
+        assert expected in str(e.value) and "\n" not in str(e.value), str(e.value)
+    else:
+        value = getattr(parse(name, argv, run_dir, tmp_path), field)
+        assert value == expected and type(value) is type(expected), value
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"use_lora": "false"}, None),  # what Fire passes for `--use_lora false`
+    ({"use_lora": 2}, "--use_lora 2: expected a boolean"),
+    ({"lora_r": True, "use_lora": True}, "--lora_r True: expected an integer"),
+    ({"lora_r": 1.5, "use_lora": True}, "--lora_r 1.5: expected an integer"),
+    ({"learning_rate": 3}, None),
+    ({"tasks": ("next_sid", "sid_to_title")}, None),  # Fire's tuple for a comma list
+])
+def test_python_values_are_checked_the_same_way(flags, message, tmp_path):
+    from minirec.sft import SFTConfig
+
+    flags = {"output_dir": str(tmp_path / "o"), "data_dir": INDUSTRIAL, **flags}
+    if message:
+        with pytest.raises(MinirecError, match=message.replace("(", r"\(")):
+            SFTConfig.from_kwargs(**flags)
+    else:
+        config = SFTConfig.from_kwargs(**flags)
+        assert config.use_lora is False and config.learning_rate in (3.0, 3e-4)
+        assert config.tasks in ("all", "next_sid,sid_to_title")
+
+
+def test_sub_commands(capsys):
+    from minirec.sid.build import command
+
+    with pytest.raises(SystemExit) as e:
+        run_cli({"build": command}, argv=["biuld"], group="-m minirec.sid")
+    assert e.value.code == 2 and "unknown command 'biuld'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_cli({"build": command}, argv=[], group="-m minirec.sid")
+    assert capsys.readouterr().err.startswith("error: name a command")

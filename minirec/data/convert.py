@@ -7,15 +7,40 @@ copies index.json / item.json. The result loads with ``load_dataset`` exactly li
 """
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from minirec.cli import run_cli
+from minirec.cli import Command, run_cli
 from minirec.data.readers import SPLITS, _split_file, load_dataset, write_inter
 from minirec.errors import MinirecError
+from minirec.flags import config_from_flags
 
 
-def convert(src: str, dst: str) -> None:
-    src, dst = Path(src), Path(dst)
+@dataclass
+class ConvertConfig:
+    src: str
+    """A dataset dir with index.json and train/valid/test .csv (or .inter) files."""
+    dst: str
+    """A new dataset dir for the .inter files and copies of index.json and item.json."""
+
+    def validate(self) -> None:
+        src, dst = Path(self.src), Path(self.dst)
+        if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+            raise MinirecError(f"DST {dst} is SRC; convert into a new dir")
+        taken = [p.name for p in (dst / n for n in ("index.json", "item.json", *(f"{s}.inter" for s in SPLITS)))
+                 if p.exists()]
+        if taken:
+            raise MinirecError(f"DST {dst} already holds {', '.join(taken)}; pass a new dir (nothing was changed)")
+
+
+def convert(src, dst) -> None:
+    """:func:`main` for Python callers."""
+    main(config_from_flags(ConvertConfig, {"src": src, "dst": dst}, "-m minirec.data.convert"))
+
+
+def main(config: ConvertConfig) -> None:
+    """Convert a MiniOneRec CSV dataset dir (SRC) into the compact .inter form (DST), every row validated."""
+    src, dst = Path(config.src), Path(config.dst)
     present = [s for s in SPLITS if _split_file(src, s) is not None]
     if not present:
         raise MinirecError(f"{src}: no train/valid/test .csv or .inter files to convert")
@@ -30,5 +55,7 @@ def convert(src: str, dst: str) -> None:
         print(f"{split}: {len(rows)} rows -> {dst / (stem + '.inter')}")
 
 
+command = Command("-m minirec.data.convert", ConvertConfig, main, positional=("src", "dst"))
+
 if __name__ == "__main__":
-    run_cli(convert)
+    run_cli(command)

@@ -4,9 +4,7 @@
     python -m minirec.data.prepare --sequences user_sequences.json --items item.json --out data/x \\
         --order_from data/Industrial_and_Scientific        # reproduces the shipped rows exactly
 
-Flags: --out DIR, --items item.json, one of --interactions FILE(.csv|.jsonl) / --sequences
-FILE.json; --split chronological_global|leave_one_out; --max_history 10; --kcore N (0: off);
---start / --end (unix seconds or ISO dates, [start, end)); --min_rating R; --order_from DIR.
+Flags: ``python -m minirec.data.prepare --help`` (:class:`PrepareConfig`).
 
 Input: a CSV / JSONL of events (user, item, timestamp[, rating]), or per-user chronological
 sequences (``{"user": [item, ...]}`` or ``{"user": [[item, timestamp], ...]}``), plus the
@@ -28,17 +26,20 @@ files is all the ordering information there is; ``--order_from`` replays it.
 """
 
 import csv
+import io
 import json
 import logging
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from minirec.cli import run_cli
-from minirec.data.readers import Interaction, write_inter
+from minirec.cli import Command, run_cli
+from minirec.data.readers import Interaction, check_csv_row, write_inter
 from minirec.errors import MinirecError
-from minirec.io import write_json, write_text
+from minirec.flags import config_from_flags
+from minirec.io import read_text, write_json, write_text
 from minirec.sid.catalogue import load_items, read_json_object
 
 log = logging.getLogger(__name__)
@@ -95,24 +96,24 @@ def read_events(path) -> dict[str, list[tuple[str, float, float | None]]]:
         raise MinirecError(f"{path}: interactions file not found")
     records = []
     if path.suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            cols = _pick_columns(reader.fieldnames or [], path)
-            records = [(f"{path}:{reader.line_num}", row) for row in reader]
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+        cols = _pick_columns(reader.fieldnames or [], path)
+        for row in reader:
+            check_csv_row(row, reader, path)
+            records.append((f"{path}:{reader.line_num}", row))
     elif path.suffix in (".jsonl", ".json"):
         cols = None
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise MinirecError(f"{path}:{lineno}: not a JSON object per line ({e})")
-                if not isinstance(row, dict):
-                    raise MinirecError(f"{path}:{lineno}: expected a JSON object per line")
-                cols = cols or _pick_columns(row.keys(), path)
-                records.append((f"{path}:{lineno}", row))
+        for lineno, line in enumerate(read_text(path).split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MinirecError(f"{path}:{lineno}: not a JSON object per line ({e})")
+            if not isinstance(row, dict):
+                raise MinirecError(f"{path}:{lineno}: expected a JSON object per line")
+            cols = cols or _pick_columns(row.keys(), path)
+            records.append((f"{path}:{lineno}", row))
     else:
         raise MinirecError(f"{path}: unknown format {path.suffix!r}; use .csv or .jsonl")
     if not records:
@@ -188,7 +189,7 @@ def read_order(root) -> list[tuple[str, str]]:
         path = root / f"{split}.inter"
         if not path.is_file():
             raise MinirecError(f"{path}: --order_from needs a dir with train/valid/test .inter files")
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, line in enumerate(read_text(path).splitlines(), 1):
             if not line.strip() or (lineno == 1 and line.startswith("user_id")):
                 continue
             cells = line.split("\t")
@@ -240,20 +241,62 @@ def split_leave_one_out(users: dict, max_history: int):
     return out
 
 
-def prepare(out=None, items=None, interactions=None, sequences=None, split: str = "chronological_global",
-            kcore: int = 0, max_history: int = 10, start=None, end=None, min_rating=None,
-            order_from=None) -> dict:
-    """Write OUT/{train,valid,test}.inter and OUT/item.json; returns the summary (also OUT/prepare.json)."""
-    if out is None or items is None or (interactions is None) == (sequences is None):
-        raise MinirecError("pass --out DIR, --items item.json and exactly one of --interactions FILE / --sequences FILE")
-    if split not in SPLIT_METHODS:
-        raise MinirecError(f"--split {split!r}: choose one of {', '.join(SPLIT_METHODS)}")
-    if not isinstance(max_history, int) or max_history < 1:
-        raise MinirecError(f"--max_history {max_history!r}: use a positive integer")
-    if not isinstance(kcore, int) or kcore < 0:
-        raise MinirecError(f"--kcore {kcore!r}: use a non-negative integer (0 = no filtering)")
-    if order_from is not None and split != "chronological_global":
-        raise MinirecError("--order_from only applies to --split chronological_global")
+@dataclass
+class PrepareConfig:
+    out: str
+    """The dataset dir to write: {train,valid,test}.inter, item.json, prepare.json."""
+    items: str
+    """item.json of the catalogue (item id -> {"title", "description", ...})."""
+    interactions: str = ""
+    """Events file, .csv or .jsonl: user, item, timestamp[, rating] (aliases such as parent_asin work)."""
+    sequences: str = ""
+    """Instead of --interactions: JSON {"user": [item, ...]} or {"user": [[item, timestamp], ...]}."""
+    split: str = "chronological_global"
+    """chronological_global (all windows by target time, cut 80/10/10) or leave_one_out (per user)."""
+    kcore: int = 0
+    """Drop users and items with fewer than N interactions, repeatedly (0 = keep all)."""
+    max_history: int = 10
+    """Keep at most this many items before each target."""
+    start: str = ""
+    """Keep events at or after this time: unix seconds or an ISO date such as 2018-11-30."""
+    end: str = ""
+    """Keep events before this time (same forms as --start)."""
+    min_rating: float | None = None
+    """Keep events rated at least this (events without a rating stay)."""
+    order_from: str = ""
+    """A split dir whose rows give the global order, for sequences without timestamps."""
+
+    def validate(self) -> None:
+        if bool(self.interactions) == bool(self.sequences):
+            raise MinirecError("pass exactly one of --interactions FILE / --sequences FILE")
+        if self.split not in SPLIT_METHODS:
+            raise MinirecError(f"--split {self.split!r}: choose one of {', '.join(SPLIT_METHODS)}")
+        if self.max_history < 1:
+            raise MinirecError(f"--max_history {self.max_history}: use a positive integer")
+        if self.kcore < 0:
+            raise MinirecError(f"--kcore {self.kcore}: use a non-negative integer (0 = no filtering)")
+        if self.order_from and self.split != "chronological_global":
+            raise MinirecError("--order_from only applies to --split chronological_global")
+        if self.min_rating is not None and self.sequences:
+            raise MinirecError("--min_rating needs rated events (--interactions); sequences have no ratings")
+        if any((Path(self.out) / f"{s}.{x}").exists() for s in ("train", "valid", "test") for x in ("inter", "csv")):
+            raise MinirecError(f"--out {self.out} already holds a dataset; pass a new dir (nothing was changed)")
+
+
+def prepare(**options) -> dict:
+    """:func:`main` for Python callers: keyword arguments are the flags of :class:`PrepareConfig`."""
+    return main(config_from_flags(PrepareConfig, options, "-m minirec.data.prepare"))
+
+
+def main(config: PrepareConfig) -> dict:
+    """Build a dataset dir (train/valid/test .inter + item.json) from raw interactions or user sequences.
+
+    Writes OUT/{train,valid,test}.inter, OUT/item.json and OUT/prepare.json; returns the summary.
+    """
+    out, items, split, kcore, max_history = config.out, config.items, config.split, config.kcore, config.max_history
+    interactions, sequences = config.interactions or None, config.sequences or None
+    start, end, min_rating = config.start or None, config.end or None, config.min_rating
+    order_from = config.order_from or None
     out, items_path = Path(out), Path(items)
     catalogue = load_items(items_path)
 
@@ -306,18 +349,7 @@ def prepare(out=None, items=None, interactions=None, sequences=None, split: str 
     return summary
 
 
-def main(out=None, items=None, interactions=None, sequences=None, split: str = "chronological_global",
-         kcore: int = 0, max_history: int = 10, start=None, end=None, min_rating=None, order_from=None,
-         **unknown):
-    """Dataset dir from raw interactions; see the module docstring (python -m minirec.data.prepare --help)."""
-    if unknown.keys() == {"help"}:
-        print(__doc__)
-        return
-    if unknown:
-        raise MinirecError(f"unknown flag(s) --{', --'.join(sorted(unknown))}; see python -m minirec.data.prepare --help")
-    prepare(out=out, items=items, interactions=interactions, sequences=sequences, split=split, kcore=kcore,
-            max_history=max_history, start=start, end=end, min_rating=min_rating, order_from=order_from)
-
+command = Command("-m minirec.data.prepare", PrepareConfig, main)
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(command)

@@ -12,11 +12,13 @@ the 1-based line, and says how to fix it.
 
 import ast
 import csv
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from minirec.errors import MinirecError
+from minirec.io import read_text
 from minirec.sid.catalogue import Catalogue, load_catalogue
 
 log = logging.getLogger(__name__)
@@ -59,22 +61,22 @@ def _check_item(item, catalogue, where):
 def read_inter(path, catalogue: Catalogue) -> list[Interaction]:
     path = Path(path)
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip() or (lineno == 1 and line.startswith("user_id")):
-                continue
-            where = f"{path}:{lineno}"
-            cells = line.split("\t")
-            if len(cells) != 3:
-                raise MinirecError(f"{where}: expected 3 tab-separated columns (user, history ids, target id), got {len(cells)}")
-            user, hist, target = cells
-            history = tuple(hist.split())
-            if not history:
-                raise MinirecError(f"{where}: empty history; every row needs at least one past item")
-            for item in (*history, target):
-                _check_item(item, catalogue, where)
-            rows.append(Interaction(user, history, target))
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line.strip() or (lineno == 1 and line.startswith("user_id")):
+            continue
+        where = f"{path}:{lineno}"
+        cells = line.split("\t")
+        if len(cells) != 3:
+            raise MinirecError(f"{where}: expected 3 tab-separated columns (user, history ids, target id), "
+                               f"got {len(cells)}")
+        user, hist, target = cells
+        history = tuple(hist.split())
+        if not history:
+            raise MinirecError(f"{where}: empty history; every row needs at least one past item")
+        for item in (*history, target):
+            _check_item(item, catalogue, where)
+        rows.append(Interaction(user, history, target))
     return rows
 
 
@@ -88,33 +90,42 @@ def _literal_list(cell, column, where):
     return value
 
 
+def check_csv_row(record: dict, reader: csv.DictReader, path) -> None:
+    """A ``DictReader`` row must have exactly the header's fields (extras land under ``None``)."""
+    extra, short = record.get(None), None in record.values()
+    if extra or short:
+        n = len(reader.fieldnames) + len(extra or []) - sum(v is None for v in record.values())
+        raise MinirecError(f"{path}:{reader.line_num}: {n} fields but the header has {len(reader.fieldnames)}; "
+                           "quote cells that contain commas")
+
+
 def read_csv(path, catalogue: Catalogue) -> list[Interaction]:
     path = Path(path)
     rows = []
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise MinirecError(f"{path}: missing column(s) {missing}; a MiniOneRec CSV has {list(CSV_COLUMNS)}")
-        for record in reader:
-            where = f"{path}:{reader.line_num}"
-            hist_ids = [str(i) for i in _literal_list(record["history_item_id"], "history_item_id", where)]
-            hist_sids = _literal_list(record["history_item_sid"], "history_item_sid", where)
-            if not hist_ids:
-                raise MinirecError(f"{where}: empty history; every row needs at least one past item")
-            if len(hist_ids) != len(hist_sids):
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise MinirecError(f"{path}: missing column(s) {missing}; a MiniOneRec CSV has {list(CSV_COLUMNS)}")
+    for record in reader:
+        check_csv_row(record, reader, path)
+        where = f"{path}:{reader.line_num}"
+        hist_ids = [str(i) for i in _literal_list(record["history_item_id"], "history_item_id", where)]
+        hist_sids = _literal_list(record["history_item_sid"], "history_item_sid", where)
+        if not hist_ids:
+            raise MinirecError(f"{where}: empty history; every row needs at least one past item")
+        if len(hist_ids) != len(hist_sids):
+            raise MinirecError(
+                f"{where}: history has {len(hist_ids)} item ids but {len(hist_sids)} SIDs; the two lists must align"
+            )
+        target = str(record["item_id"]).strip()
+        for item, sid in zip((*hist_ids, target), (*hist_sids, record["item_sid"])):
+            _check_item(item, catalogue, where)
+            if catalogue.sid(item) != sid:
                 raise MinirecError(
-                    f"{where}: history has {len(hist_ids)} item ids but {len(hist_sids)} SIDs; the two lists must align"
+                    f"{where}: item {item!r} has SID {sid!r} here but {catalogue.sid(item)!r} in index.json; "
+                    "the CSV was built with another index"
                 )
-            target = str(record["item_id"]).strip()
-            for item, sid in zip((*hist_ids, target), (*hist_sids, record["item_sid"])):
-                _check_item(item, catalogue, where)
-                if catalogue.sid(item) != sid:
-                    raise MinirecError(
-                        f"{where}: item {item!r} has SID {sid!r} here but {catalogue.sid(item)!r} in index.json; "
-                        "the CSV was built with another index"
-                    )
-            rows.append(Interaction(record["user_id"], tuple(hist_ids), target))
+        rows.append(Interaction(record["user_id"], tuple(hist_ids), target))
     return rows
 
 
@@ -128,11 +139,17 @@ def _split_file(root: Path, split: str):
     return None
 
 
-def load_dataset(root, splits=SPLITS) -> RecDataset:
-    """Load ``index.json``, ``item.json`` (optional) and the requested splits from a dataset dir."""
+def check_dataset_dir(root) -> Path:
+    """Cheap enough for flag validation: the dir exists (its files are checked when loaded)."""
     root = Path(root)
     if not root.is_dir():
         raise MinirecError(f"{root}: dataset directory not found; pass --data_dir pointing at e.g. data/Industrial_and_Scientific")
+    return root
+
+
+def load_dataset(root, splits=SPLITS) -> RecDataset:
+    """Load ``index.json``, ``item.json`` (optional) and the requested splits from a dataset dir."""
+    root = check_dataset_dir(root)
     catalogue = load_catalogue(root / "index.json", root / "item.json")
     loaded = {}
     for split in splits:

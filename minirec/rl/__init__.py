@@ -1,13 +1,19 @@
 """The RL stage: :class:`RLConfig` (every flag, documented), rewards, and :func:`train` on TRL's GRPOTrainer."""
 
+from minirec.cli import Command
 from minirec.rl.config import RLConfig
 
 
-def main(**flags):
-    """GRPO with constrained beam rollouts on an SFT run. Flags: RLConfig."""
+def main(config: RLConfig):
+    """GRPO on an SFT run, with constrained beam-search rollouts and ranking rewards (TRL's GRPOTrainer).
+
+    Writes a run dir like sft.py's to --output_dir.
+    """
     from minirec.rl.train import train
 
-    train(RLConfig.from_kwargs(**flags))
+    train(config)
 
 
-__all__ = ["RLConfig", "main"]
+command = Command("rl.py", RLConfig, main)
+
+__all__ = ["RLConfig", "command", "main"]

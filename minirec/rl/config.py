@@ -2,9 +2,12 @@
 
 from dataclasses import dataclass
 
+from minirec.data.readers import check_dataset_dir
+from minirec.distributed import check_deepspeed
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
+from minirec.flags import config_from_flags, only_with
 from minirec.rl.rewards import parse_reward_spec
+from minirec.run_info import RunInfo, check_output_dir
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 
@@ -12,7 +15,7 @@ LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 @dataclass
 class RLConfig:
     # --- inputs -----------------------------------------------------------------------
-    model_path: str = ""
+    model_path: str
     """An SFT (or RL) output dir: adapter or full weights, tokenizer and run.json."""
     data_dir: str = ""
     """Dataset dir; default: the one recorded in the run. Its index.json must be the run's."""
@@ -106,7 +109,35 @@ class RLConfig:
             )
         if not self.beam_search and self.temperature <= 0:
             raise MinirecError("--temperature must be > 0 with --beam_search False")
-        parse_reward_spec(self.reward_type)
+        self._validate_combinations(dict(parse_reward_spec(self.reward_type)))
+
+    def _validate_combinations(self, rewards: dict) -> None:
+        """Flags that mean nothing together, or nothing at all, are errors rather than silently ignored."""
+        for name in ("max_prompts", "micro_batch_size", "eval_steps", "eval_rows", "beta"):
+            if getattr(self, name) < 0:
+                raise MinirecError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.save_steps <= 0 or self.logging_steps <= 0 or (self.num_epochs <= 0 and self.max_steps <= 0):
+            raise MinirecError("--save_steps, --logging_steps and --num_epochs (or --max_steps) must be positive")
+        if self.use_lora and self.use_qlora:
+            raise MinirecError("--use_lora and --use_qlora exclude each other; --use_qlora is LoRA on a 4-bit base")
+        only_with(self, ("lora_r", "lora_alpha", "lora_target_modules"), self.use_lora or self.use_qlora,
+                  "with --use_lora or --use_qlora")
+        ranked = [name for name in ("ranking", "ranking_only") if name in rewards]
+        if ranked and not self.beam_search:
+            raise MinirecError(f"--reward_type {ranked[0]} rewards beam ranks, which samples do not have; "
+                               "keep --beam_search True or use rule/prefix/semantic rewards")
+        only_with(self, ("temperature",), not self.beam_search,
+                  "to sampled rollouts (--beam_search False); beam search is deterministic")
+        if "semantic" in rewards and not self.item_embeddings:
+            raise MinirecError("--reward_type semantic needs --item_embeddings FILE.npy (one row per catalogue item)")
+        if self.item_embeddings and "semantic" not in rewards:
+            raise MinirecError("--item_embeddings only applies with a semantic reward (--reward_type semantic, ...)")
+        if self.deepspeed:
+            check_deepspeed(self.deepspeed)
+        RunInfo.read(self.model_path)  # a finished run, or a one-line error before anything loads
+        check_output_dir(self.output_dir)
+        if self.data_dir:
+            check_dataset_dir(self.data_dir)
 
     @classmethod
     def from_kwargs(cls, **flags) -> "RLConfig":

@@ -17,6 +17,7 @@ of ``num_generations`` completions, as TRL's sampler lays them out.
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -79,18 +80,38 @@ def prefix_reward(completions, target_sid, **_):
     return out
 
 
+def load_item_embeddings(path, item_ids) -> np.ndarray:
+    """The ``--item_embeddings`` array, one finite, non-zero row per item (catalogue order), or a one-line error."""
+    if not path:
+        raise MinirecError("--reward_type semantic needs --item_embeddings FILE.npy (one row per catalogue item)")
+    if not Path(path).is_file():
+        raise MinirecError(f"--item_embeddings {path}: no such file")
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise MinirecError(f"--item_embeddings {path}: not a .npy array ({e})")
+    if emb.ndim != 2 or not np.issubdtype(emb.dtype, np.number):
+        raise MinirecError(f"--item_embeddings {path}: expected a 2-D numeric array (items x dim), got {emb.dtype} "
+                           f"of shape {emb.shape}")
+    if emb.shape[0] != len(item_ids):
+        raise MinirecError(f"{path}: {emb.shape[0]} rows but the catalogue has {len(item_ids)} items")
+    emb = emb.astype(np.float64)
+    for bad, what in ((~np.isfinite(emb).all(axis=1), "NaN or inf"), (~emb.any(axis=1), "only zeros")):
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            raise MinirecError(f"{path}: {rows.size} row(s) hold {what} (first: row {rows[0]}, item "
+                               f"{item_ids[rows[0]]!r}); recompute the embeddings")
+    return emb
+
+
 class SemanticReward:
     """Cosine similarity between the predicted and the target item's text embeddings."""
 
     __name__ = "semantic_reward"
 
     def __init__(self, catalogue, embeddings_path):
-        if not embeddings_path:
-            raise MinirecError("--reward_type semantic needs --item_embeddings FILE.npy (one row per catalogue item)")
-        emb = np.load(embeddings_path)
-        if emb.shape[0] != len(catalogue):
-            raise MinirecError(f"{embeddings_path}: {emb.shape[0]} rows but the catalogue has {len(catalogue)} items")
-        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(min=1e-12)
+        emb = load_item_embeddings(embeddings_path, list(catalogue.sids))
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         row = {item: i for i, item in enumerate(catalogue.sids)}
         # A SID shared by several items gets the mean of their embeddings.
         self.by_sid = {sid: emb[[row[i] for i in items]].mean(0) for sid, items in catalogue.items_by_sid.items()}
@@ -109,15 +130,24 @@ def parse_reward_spec(spec: str):
     parts = [p.strip() for p in str(spec).split(",") if p.strip()]
     out = []
     for part in parts:
-        name, _, weight = part.partition(":")
+        name, _, weight = (x.strip() for x in part.partition(":"))
         if name not in REWARD_TYPES:
             raise MinirecError(f"--reward_type: unknown reward {name!r}; choose from {', '.join(REWARD_TYPES)}")
+        if name in dict(out):
+            raise MinirecError(f"--reward_type: {name!r} is given twice; give each reward once with its weight")
         try:
-            out.append((name, float(weight) if weight else 1.0))
+            value = float(weight) if weight else 1.0
         except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
             raise MinirecError(f"--reward_type: weight of {name!r} must be a number, got {weight!r}")
+        out.append((name, value))
     if not out:
         raise MinirecError("--reward_type is empty; e.g. ranking or rule:1,prefix:0.5")
+    if all(w == 0 for _, w in out):
+        raise MinirecError(f"--reward_type {spec}: every weight is 0, so every advantage is 0 and nothing trains")
+    if {"ranking", "ranking_only"} <= dict(out).keys():
+        raise MinirecError("--reward_type: ranking already is rule + ranking_only; use one of them")
     return out
 
 

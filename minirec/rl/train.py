@@ -16,8 +16,10 @@ import torch
 
 from minirec.beam import constrained_beam_search, constrained_sample
 from minirec.data import load_dataset
+from minirec.distributed import single_process_group
 from minirec.errors import MinirecError
 from minirec.evaluate import build_trie, rank_sids
+from minirec.flags import only_with
 from minirec.io import write_json
 from minirec.metrics import rank_of, ranking_metrics
 from minirec.modeling.adapters import resolve_target_modules, trainable_line
@@ -25,7 +27,7 @@ from minirec.modeling.loading import keep_4bit_trainable, load_base, save_traine
 from minirec.prompts import next_sid_prompt
 from minirec.rl.config import RLConfig
 from minirec.rl.rewards import build_rewards
-from minirec.run_info import RUN_FILE, RunInfo, relative_to_run
+from minirec.run_info import RunInfo, relative_to_run
 from minirec.tokenization import encode_prompts
 
 log = logging.getLogger(__name__)
@@ -180,16 +182,18 @@ def train(config: RLConfig) -> dict:
     config.validate()
     run = RunInfo.read(config.model_path)
     out = Path(config.output_dir)
-    if (out / RUN_FILE).exists() and not config.resume_from_checkpoint:
-        raise MinirecError(f"{out} already holds a finished run; pass another --output_dir or delete it")
+    only_with(config, ("lora_r", "lora_alpha", "lora_target_modules"), not run.is_adapter,
+              f"to a new adapter; {config.model_path} holds a {run.mode} adapter that RL continues as it is")
     data = load_dataset(config.data_dir or run.data_dir, splits=("train", "valid"))
     catalogue = data.catalogue
     run.check_index(catalogue)
     if config.num_generations > len(catalogue.items_by_sid):
         raise MinirecError(f"--num_generations {config.num_generations} exceeds the {len(catalogue.items_by_sid)} "
                            "distinct catalogue SIDs")
-    tokenizer = AutoTokenizer.from_pretrained(config.model_path, trust_remote_code=config.trust_remote_code)
     funcs, weights = build_rewards(config.reward_type, catalogue, config.num_generations, config.item_embeddings)
+    if config.deepspeed and single_process_group():
+        log.info("--deepspeed without a launcher: running as a single process (rank 0 of 1)")
+    tokenizer = AutoTokenizer.from_pretrained(config.model_path, trust_remote_code=config.trust_remote_code)
     model, peft_config, adapter_state, mode = _load_policy(config, run, tokenizer)
 
     rows = data.split("train")[: config.max_prompts or None]

@@ -1,13 +1,19 @@
 """The SFT stage: :class:`SFTConfig` (every flag, documented) and :func:`train`."""
 
+from minirec.cli import Command
 from minirec.sft.config import SFTConfig
 
 
-def main(**flags):
-    """Supervised fine-tuning on next-SID prediction (and the alignment tasks). Flags: SFTConfig."""
+def main(config: SFTConfig):
+    """Supervised fine-tuning: next-SID prediction (and the alignment tasks) on a dataset dir.
+
+    Writes a self-describing run dir (weights or adapter, tokenizer, run.json) to --output_dir.
+    """
     from minirec.sft.train import train
 
-    train(SFTConfig.from_kwargs(**flags))
+    train(config)
 
 
-__all__ = ["SFTConfig", "main"]
+command = Command("sft.py", SFTConfig, main)
+
+__all__ = ["SFTConfig", "command", "main"]

@@ -3,7 +3,10 @@
 from dataclasses import dataclass
 
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
+from minirec.run_info import check_output_dir
+from minirec.data.readers import check_dataset_dir
+from minirec.distributed import check_deepspeed
+from minirec.flags import config_from_flags, only_with
 from minirec.prompts import TEMPLATES
 
 
@@ -125,6 +128,27 @@ class SFTConfig:
             raise MinirecError("--learning_rate must be > 0 and --warmup_ratio in [0, 1)")
         if self.cutoff_len < 16:
             raise MinirecError(f"--cutoff_len {self.cutoff_len} is too short for a prompt and a SID; use >= 16")
+        self._validate_combinations()
+
+    def _validate_combinations(self) -> None:
+        """Flags that mean nothing together, or nothing at all, are errors rather than silently ignored."""
+        for name in ("max_train_rows", "max_valid_rows", "eval_steps", "early_stopping_patience", "greedy_eval_rows",
+                     "weight_decay"):
+            if getattr(self, name) < 0:
+                raise MinirecError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.logging_steps <= 0 or (self.num_epochs <= 0 and self.max_steps <= 0):
+            raise MinirecError("--logging_steps and --num_epochs (or --max_steps) must be positive")
+        if not 0 <= self.lora_dropout < 1:
+            raise MinirecError(f"--lora_dropout {self.lora_dropout}: use a probability in [0, 1)")
+        only_with(self, ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_rslora", "use_dora"),
+                  self.mode in ("lora", "qlora"),
+                  f"to LoRA training (--use_lora, --use_qlora or --load_in_8bit), not to {self.mode} training")
+        only_with(self, ("tiny_hidden_size", "tiny_num_layers"), self.base_model == "tiny",
+                  f"to --base_model tiny, not {self.base_model}")
+        if self.deepspeed:
+            check_deepspeed(self.deepspeed)
+        check_output_dir(self.output_dir)
+        check_dataset_dir(self.data_dir)
 
     @classmethod
     def from_kwargs(cls, **flags) -> "SFTConfig":

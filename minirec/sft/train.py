@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from minirec.data import load_dataset
+from minirec.distributed import single_process_group
 from minirec.errors import MinirecError
 from minirec.io import write_json
 from minirec.modeling.adapters import trainable_line, wrap_model
@@ -23,7 +24,7 @@ from minirec.modeling.loading import add_sid_tokens, keep_4bit_trainable, load_b
 from minirec.modeling.tiny import TinySpec
 from minirec.plots import plot_training
 from minirec.prompts import build_examples, resolve_tasks
-from minirec.run_info import RUN_FILE, RunInfo, relative_to_run
+from minirec.run_info import RunInfo, relative_to_run
 from minirec.sft.config import SFTConfig
 from minirec.tokenization import CompletionCollator, encode_examples
 
@@ -45,8 +46,6 @@ def _removed_on_failure(path: Path):
 
 def _resolve_resume(config: SFTConfig, out: Path):
     if not config.resume_from_checkpoint:
-        if (out / RUN_FILE).exists():
-            raise MinirecError(f"{out} already holds a finished run; pass another --output_dir or delete it")
         return None
     if config.resume_from_checkpoint == "last":
         from transformers.trainer_utils import get_last_checkpoint
@@ -105,8 +104,6 @@ def _training_args(config: SFTConfig, out: Path, world_size: int):
     import torch
     from transformers import TrainingArguments
 
-    if config.deepspeed and not Path(config.deepspeed).is_file():
-        raise MinirecError(f"--deepspeed {config.deepspeed}: no such config file (see configs/deepspeed/)")
     accumulation = max(1, config.batch_size // (config.micro_batch_size * world_size))
     by_steps = config.eval_steps > 0
     return TrainingArguments(
@@ -150,6 +147,8 @@ def train(config: SFTConfig) -> dict:
     config.validate()
     out = Path(config.output_dir)
     resume = _resolve_resume(config, out)
+    if config.deepspeed and single_process_group():
+        log.info("--deepspeed without a launcher: running as a single process (rank 0 of 1)")
     data = load_dataset(config.data_dir)
     catalogue = data.catalogue
     tasks = resolve_tasks(config.tasks, catalogue)

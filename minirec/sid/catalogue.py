@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minirec.errors import MinirecError
+from minirec.io import read_text
 
 SID_TOKEN = re.compile(r"<[A-Za-z][A-Za-z0-9]*_\d+>")
 
@@ -56,7 +57,7 @@ def read_json_object(path, what: str, shape: str, hint: str = "", key: str = "it
         return dict(pairs)
 
     try:
-        data = json.loads(path.read_bytes(), object_pairs_hook=reject_duplicates)
+        data = json.loads(read_text(path), object_pairs_hook=reject_duplicates)
     except json.JSONDecodeError as e:
         raise MinirecError(f"{path}: not valid JSON ({e}); expected {shape}")
     if not isinstance(data, dict) or not data:

@@ -62,3 +62,24 @@ def test_reward_spec_parsing():
         parse_reward_spec("hit")
     funcs, weights = build_rewards("ranking,prefix:0.25", Catalogue(sids={"1": ("<a_1>",)}), 4)
     assert weights == [1.0, 0.25] and len(funcs) == 2
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.array([[1.0, 0.0], [np.nan, 1.0]]), r"1 row\(s\) hold NaN or inf \(first: row 1, item '2'\)"),
+    (np.array([[np.inf, 0.0], [1.0, 1.0]]), "NaN or inf"),
+    (np.array([[1.0, 0.0], [0.0, 0.0]]), "hold only zeros"),
+    (np.array([1.0, 0.0]), "expected a 2-D numeric array"),
+    (np.array([[1.0, 0.0]]), "1 rows but the catalogue has 2 items"),
+])
+def test_semantic_embeddings_are_checked_when_loaded(tmp_path, array, message):
+    cat = Catalogue(sids={"1": ("<a_1>", "<b_1>", "<c_1>"), "2": ("<a_1>", "<b_1>", "<c_2>")})
+    np.save(tmp_path / "e.npy", array)
+    with pytest.raises(MinirecError, match=message):
+        SemanticReward(cat, tmp_path / "e.npy")
+
+
+def test_reward_spec_errors():
+    for spec, message in (("rule,rule", "given twice"), ("rule:0,prefix:0", "every weight is 0"),
+                          ("rule:nan", "must be a number"), ("ranking,ranking_only", "already is rule")):
+        with pytest.raises(MinirecError, match=message):
+            parse_reward_spec(spec)
