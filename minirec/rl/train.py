@@ -14,12 +14,11 @@ from pathlib import Path
 
 import torch
 
-from minirec.beam import constrained_beam_search, constrained_sample
 from minirec.data import load_dataset
 from minirec.errors import MinirecError
 from minirec.evaluate import build_trie, rank_sids
 from minirec.io import write_json
-from minirec.metrics import rank_of, ranking_metrics
+from minirec.plots import plot_rl
 from minirec.modeling.adapters import resolve_target_modules, trainable_line
 from minirec.modeling.loading import keep_4bit_trainable, load_base, save_trained, use_bf16
 from minirec.prompts import next_sid_prompt
@@ -29,83 +28,6 @@ from minirec.run_info import RUN_FILE, RunInfo, relative_to_run
 from minirec.tokenization import encode_prompts
 
 log = logging.getLogger(__name__)
-
-
-class SIDRollout:
-    """TRL ``rollout_func``: prompts arrive as consecutive groups of G copies; each group gets
-    the G best catalogue SIDs of one beam search (or G constrained samples), in rank order."""
-
-    def __init__(self, tokenizer, trie, num_generations, beam_search=True, temperature=1.0):
-        self.tokenizer, self.trie, self.G = tokenizer, trie, num_generations
-        self.beam_search, self.temperature = beam_search, temperature
-
-    def __call__(self, prompts, trainer):
-        from trl.models.utils import unwrap_model_for_generation
-
-        n, proc = len(prompts), trainer.accelerator.process_index
-        # Position within the group: groups are laid out contiguously across all processes.
-        positions = [(proc * n + i) % self.G for i in range(n)]
-        starts = {i for i in range(n) if positions[i] == 0 or i == 0}
-        prompt_ids = encode_prompts(self.tokenizer, prompts)
-        group_prompts = [prompt_ids[s] for s in sorted(starts)]
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
-            was_training = model.training
-            model.eval()
-            if self.beam_search:
-                groups = constrained_beam_search(model, group_prompts, self.trie, self.G, self.tokenizer.pad_token_id)
-            else:
-                groups = constrained_sample(model, group_prompts, self.trie, self.G, self.tokenizer.pad_token_id,
-                                            self.temperature)
-            model.train(was_training)
-        completion_ids, group = [], -1
-        for i in range(n):
-            group += i in starts
-            beams = groups[group]
-            if positions[i] >= len(beams):
-                raise MinirecError(f"only {len(beams)} catalogue SIDs reachable for a prompt, fewer than "
-                                   f"--num_generations {self.G}; lower --num_generations")
-            completion_ids.append(list(beams[positions[i]].tokens) + [self.tokenizer.eos_token_id])
-        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None,
-                "beam_rank": positions}
-
-
-class _AdaptedHead(torch.nn.Module):
-    """What TRL's fused LM head should see: the output projection *with* PEFT's trainable SID rows.
-
-    TRL computes per-token log-probs by reading ``get_output_embeddings().weight`` directly
-    (never calling the module), which would silently use the LM head without the SID rows that
-    SFT trained and RL keeps training. This view returns the merged weight, or the base weight
-    while adapters are disabled (TRL's KL reference), so gradients reach the trainable rows.
-    """
-
-    def __init__(self, layer):
-        super().__init__()
-        self._layer = [layer]  # a list: not registered as a submodule (no double counting/saving)
-
-    @property
-    def weight(self):
-        layer = self._layer[0]
-        base = layer.base_layer.weight
-        if layer.disable_adapters or not layer.active_adapters or layer.merged:
-            return base
-        return layer.get_merged_weights(layer.active_adapters)
-
-    @property
-    def bias(self):
-        return getattr(self._layer[0].base_layer, "bias", None)
-
-
-def expose_adapted_lm_head(peft_model) -> None:
-    """Point the base model's ``get_output_embeddings`` at :class:`_AdaptedHead` when the LM head
-    carries trainable SID rows (tied or untied); a plain LM head is left alone."""
-    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
-
-    base = peft_model.get_base_model()
-    head = base.get_output_embeddings()
-    layer = getattr(head, "token_adapter", head)
-    if isinstance(layer, TrainableTokensLayer):
-        view = _AdaptedHead(layer)
-        base.get_output_embeddings = lambda: view
 
 
 def _load_policy(config: RLConfig, run: RunInfo, tokenizer):
@@ -139,43 +61,13 @@ def _load_policy(config: RLConfig, run: RunInfo, tokenizer):
     return model, peft_config, None, "qlora" if config.use_qlora else "lora"
 
 
-def _ranking_callback(trainer_ref, config, rows, catalogue, tokenizer, trie, run):
-    from transformers import TrainerCallback
-
-    class RankingEval(TrainerCallback):
-        """HR@10 / NDCG@10 / MRR of the current policy on a valid subset, logged with the metrics."""
-
-        last_step = None
-
-        def evaluate(self, state):
-            if self.last_step == state.global_step:  # already evaluated at this step
-                return
-            self.last_step = state.global_step
-            trainer = trainer_ref[0]
-            ranked = rank_sids(trainer.model, tokenizer, catalogue, [r.history for r in rows], run.template,
-                               run.max_history, num_beams=max(10, config.num_generations), batch_size=16,
-                               trie=trie, progress=False)
-            ranks = [rank_of([s for s, _ in preds], catalogue.sid(r.target)) for preds, r in zip(ranked, rows)]
-            m = ranking_metrics(ranks, ks=(10,))
-            trainer.log({"valid_HR@10": m["HR@10"], "valid_NDCG@10": m["NDCG@10"], "valid_MRR": m["MRR"]})
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.evaluate(state)  # the starting point, so every curve has its baseline
-
-        def on_step_end(self, args, state, control, **kw):
-            if config.eval_steps and state.global_step % config.eval_steps == 0:
-                self.evaluate(state)
-
-        def on_train_end(self, args, state, control, **kw):
-            self.evaluate(state)
-
-    return RankingEval()
-
-
 def train(config: RLConfig) -> dict:
     from peft import set_peft_model_state_dict
     from transformers import AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
+
+    from minirec.rl.callbacks import RankingEval
+    from minirec.rl.rollout import SIDGRPOTrainer, SIDRollout, expose_adapted_lm_head
 
     config.validate()
     run = RunInfo.read(config.model_path)
@@ -213,15 +105,24 @@ def train(config: RLConfig) -> dict:
         temperature=config.temperature, disable_dropout=True,
     )
     trie = build_trie(model, tokenizer, catalogue)
-    trainer_ref = []
-    callbacks = [_ranking_callback(trainer_ref, config, data.split("valid")[: config.eval_rows], catalogue,
-                                   tokenizer, trie, run)] if config.eval_rows else []
-    trainer = GRPOTrainer(
+    rollout = SIDRollout(tokenizer, trie, config.num_generations, config.beam_search, config.temperature,
+                         config.add_target)
+    ranking = None
+    if config.eval_rows:
+        valid = data.split("valid")
+        rows = valid[:: max(1, len(valid) // config.eval_rows)][: config.eval_rows]  # evenly spaced, fixed
+
+        def rank_fn(policy, histories):
+            return rank_sids(policy, tokenizer, catalogue, histories, run.template, run.max_history,
+                             num_beams=max(10, config.num_generations), batch_size=16, trie=trie, progress=False)
+
+        ranking = RankingEval(rank_fn, rows, catalogue, config.eval_steps, config.keep_best, rollout)
+    trainer = SIDGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=callbacks,
-        rollout_func=SIDRollout(tokenizer, trie, config.num_generations, config.beam_search, config.temperature),
+        peft_config=peft_config, callbacks=[ranking] if ranking else [], rollout_func=rollout,
     )
-    trainer_ref.append(trainer)
+    if ranking:
+        ranking.trainer = trainer
     if peft_config is not None:
         expose_adapted_lm_head(trainer.model)
     if adapter_state is not None:
@@ -243,11 +144,14 @@ def train(config: RLConfig) -> dict:
     seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():
         return {}
+    best_step = ranking.restore_best() if ranking else None
     save_trained(trainer.model, tokenizer, out)
     steps = trainer.state.global_step
     metrics = {"train_seconds": round(seconds, 2), "steps": steps,
-               "seconds_per_step": round(seconds / max(steps, 1), 2), "log_history": trainer.state.log_history}
+               "seconds_per_step": round(seconds / max(steps, 1), 2), "kept_step": best_step,
+               "valid_by_step": ranking.history if ranking else [], "log_history": trainer.state.log_history}
     write_json(out / "metrics.json", metrics)
+    plot_rl(trainer.state.log_history, out / "training.png")
     base_path = run.resolve_base(config.model_path) if run.is_adapter else Path(config.model_path)
     RunInfo(base_model=run.base_model, base_model_path=relative_to_run(base_path, out) if mode != "full" else ".",
             mode=mode, template=run.template, max_history=run.max_history, tasks=run.tasks, data_dir=run.data_dir,
