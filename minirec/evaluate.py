@@ -20,7 +20,7 @@ from minirec.constrained import SIDConstraint, SIDTrie
 from minirec.data import load_dataset
 from minirec.errors import MinirecError
 from minirec.io import write_json, write_jsonl
-from minirec.metrics import DEFAULT_KS, rank_of, ranking_metrics
+from minirec.metrics import DEFAULT_KS, format_table, rank_of, ranking_metrics
 from minirec.prompts import next_sid_prompt
 from minirec.tokenization import encode_prompts
 
@@ -167,10 +167,3 @@ def evaluate(model_path: str, split: str = "test", num_beams: int = 50, batch_si
     print(f"wrote {out}/predictions.jsonl, metrics.json, metrics.png")
     return metrics
 
-
-def format_table(metrics, ks) -> str:
-    lines = [f"{'K':>4} {'HR@K':>8} {'NDCG@K':>8} {'MRR@K':>8}"]
-    lines += [f"{k:>4} {metrics[f'HR@{k}']:>8.4f} {metrics[f'NDCG@{k}']:>8.4f} {metrics[f'MRR@{k}']:>8.4f}" for k in ks]
-    lines.append(f"MRR {metrics['MRR']:.4f} | invalid predictions {metrics['invalid_predictions']} | "
-                 f"coverage@10 {metrics['coverage@10']:.4f} | {metrics['rows']} rows in {metrics['wall_seconds']:.1f}s")
-    return "\n".join(lines)
