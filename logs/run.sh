@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # usage: run.sh NAME flags...   -> runs/NAME, logs/NAME.log, then valid eval (beam 50) into runs/NAME/eval_valid
 cd /work/main
+export OMP_NUM_THREADS=${THREADS:-1}
 name=$1; shift
 start=$(date +%s)
 .venv/bin/python sft.py --output_dir runs/$name --report_to tensorboard --greedy_eval_rows 0 "$@" > logs/$name.log 2>&1 || { echo "FAILED $name" >> logs/queue.log; exit 1; }

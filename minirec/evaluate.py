@@ -20,7 +20,7 @@ from minirec.constrained import SIDConstraint, SIDTrie
 from minirec.data import load_dataset
 from minirec.errors import MinirecError
 from minirec.io import write_json, write_jsonl
-from minirec.metrics import DEFAULT_KS, format_table, rank_of, ranking_metrics
+from minirec.metrics import DEFAULT_KS, format_table, rank_of, ranking_metrics, split_metrics_by_repeat
 from minirec.prompts import next_sid_prompt
 from minirec.tokenization import encode_prompts
 
@@ -151,6 +151,7 @@ def evaluate(model_path: str, split: str = "test", num_beams: int = 50, batch_si
     invalid = sum(s not in catalogue.items_by_sid for r in records for s in r["predictions"])
     metrics = {
         **ranking_metrics(ranks, ks),
+        **split_metrics_by_repeat(ranks, rows),
         "invalid_predictions": invalid,
         "coverage@10": len(top10) / len(catalogue.items_by_sid),
         "rows": len(rows), "split": split, "num_beams": num_beams, "model_path": str(model_path),

@@ -1,8 +1,8 @@
 """The RL stage: TRL's ``GRPOTrainer`` with constrained beam rollouts and ranking rewards.
 
 Composition, not a hand-written GRPO loop: the trainer is TRL's, the adapter is PEFT's
-(``peft_config`` is handed to the trainer, and the SFT adapter's weights are loaded into it,
-so the KL reference is the base with the adapter disabled, not a second model copy), and
+(a new adapter's ``peft_config`` is handed to the trainer; a continued SFT adapter is handed over
+wrapped, and TRL keeps a frozen copy of it as the KL reference, never a second model), and
 generation goes through TRL's ``rollout_func`` hook to :mod:`minirec.beam`: one constrained
 beam search per prompt yields its G distinct catalogue SIDs in beam order.
 """
@@ -31,9 +31,14 @@ log = logging.getLogger(__name__)
 
 
 def _load_policy(config: RLConfig, run: RunInfo, tokenizer):
-    """-> (model, peft_config or None, adapter weights to load or None, mode)."""
-    from peft import LoraConfig, PeftConfig, prepare_model_for_kbit_training
-    from safetensors.torch import load_file
+    """-> (model, peft_config or None, mode).
+
+    The KL reference is the SFT policy on every path: a full run trains against TRL's frozen
+    copy of it; a new LoRA on a full run starts at zero, so "adapters disabled" is the SFT model;
+    a continued SFT adapter is handed to TRL already wrapped, and TRL keeps a frozen "ref" copy
+    of it (:func:`sync_reference_adapter` completes that copy).
+    """
+    from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
 
     wants_peft = config.use_lora or config.use_qlora
     if run.is_adapter and not wants_peft:
@@ -51,18 +56,36 @@ def _load_policy(config: RLConfig, run: RunInfo, tokenizer):
     if getattr(model, "is_quantized", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     if not wants_peft:
-        return model, None, None, "full"
+        return model, None, "full"
     if run.is_adapter:
-        peft_config = PeftConfig.from_pretrained(config.model_path)
-        peft_config.inference_mode = False
-        return model, peft_config, load_file(str(Path(config.model_path) / "adapter_model.safetensors")), run.mode
+        return PeftModel.from_pretrained(model, config.model_path, is_trainable=True), None, run.mode
     peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, task_type="CAUSAL_LM",
                              target_modules=resolve_target_modules(model, config.lora_target_modules))
-    return model, peft_config, None, "qlora" if config.use_qlora else "lora"
+    return model, peft_config, "qlora" if config.use_qlora else "lora"
+
+
+def sync_reference_adapter(model) -> int:
+    """Copy every "default" adapter tensor into TRL's frozen "ref" adapter; returns how many.
+
+    TRL copies only parameters named ``*.default.*``, which misses PEFT's trainable-token deltas
+    (``...trainable_tokens_delta.default``): the reference would then use the pre-SFT SID rows.
+    """
+    import torch
+
+    params = dict(model.named_parameters())
+    copied = 0
+    with torch.no_grad():
+        for name, p in params.items():
+            ref = name.replace(".default.", ".ref.") if ".default." in name else (
+                name[: -len(".default")] + ".ref" if name.endswith(".default") else None)
+            if ref in params:
+                params[ref].data.copy_(p.data)
+                params[ref].requires_grad_(False)
+                copied += 1
+    return copied
 
 
 def train(config: RLConfig) -> dict:
-    from peft import set_peft_model_state_dict
     from transformers import AutoTokenizer
     from trl import GRPOConfig
 
@@ -82,7 +105,7 @@ def train(config: RLConfig) -> dict:
                            "distinct catalogue SIDs")
     tokenizer = AutoTokenizer.from_pretrained(config.model_path, trust_remote_code=config.trust_remote_code)
     funcs, weights = build_rewards(config.reward_type, catalogue, config.num_generations, config.item_embeddings)
-    model, peft_config, adapter_state, mode = _load_policy(config, run, tokenizer)
+    model, peft_config, mode = _load_policy(config, run, tokenizer)
 
     rows = data.split("train")[: config.max_prompts or None]
     from datasets import Dataset
@@ -123,13 +146,11 @@ def train(config: RLConfig) -> dict:
     )
     if ranking:
         ranking.trainer = trainer
-    if peft_config is not None:
+    peft_model = hasattr(trainer.model, "peft_config")
+    if peft_model:
         expose_adapted_lm_head(trainer.model)
-    if adapter_state is not None:
-        result = set_peft_model_state_dict(trainer.model, adapter_state)
-        if result.unexpected_keys:
-            raise MinirecError(f"{config.model_path}: adapter weights do not fit the rebuilt adapter "
-                               f"({len(result.unexpected_keys)} unexpected keys)")
+    if peft_model and "ref" in trainer.model.peft_config:
+        sync_reference_adapter(trainer.model)
     print(trainable_line(trainer.model), flush=True)
 
     started = time.perf_counter()
@@ -145,6 +166,8 @@ def train(config: RLConfig) -> dict:
     if not trainer.is_world_process_zero():
         return {}
     best_step = ranking.restore_best() if ranking else None
+    if peft_model and "ref" in trainer.model.peft_config:
+        trainer.model.delete_adapter("ref")  # the frozen reference copy is not part of the result
     save_trained(trainer.model, tokenizer, out)
     steps = trainer.state.global_step
     metrics = {"train_seconds": round(seconds, 2), "steps": steps,
