@@ -50,7 +50,7 @@ def main(method="rqvae", epochs=6, lr=2e-3, work="runs/sid_compare", out="bench/
         m = json.loads((run / "eval_test" / "metrics.json").read_text())
         results[name] = {k: round(m[k], 4) for k in ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR", "coverage@10")}
         results[name]["invalid_predictions"] = m["invalid_predictions"]
-        results[name]["best_valid_loss"] = round(json.loads((run / "metrics.json").read_text())["best_eval_loss"], 4)
+        results[name]["best_valid_loss"] = round(json.loads((run / "metrics.json").read_text())["final_eval"]["eval_loss"], 4)
     report = json.loads(index.with_name("index.report.json").read_text())
     summary = {
         "what": f"tiny default, full FT, next_sid only, {epochs} epochs, lr {lr}; test split, beam 50",

@@ -67,8 +67,9 @@ def run_cli(command, argv=None, group: str = "") -> None:
             commands = command
             command, argv = _pick(commands, group, argv)
             if command is None:
+                width = max(map(len, commands))
                 _print("\n".join([f"usage: python {group} {{{','.join(commands)}}} [--FLAG VALUE ...]", ""]
-                                  + [f"  {name:<12}{' '.join(c.summary.split())}" for name, c in commands.items()]
+                                  + [f"  {name:<{width}}  {' '.join(c.summary.split())}" for name, c in commands.items()]
                                   + ["", f"python {group} COMMAND --help lists a command's flags."]))
                 return
         flags = parse_argv(argv, command.config, command.prog, command.positional)

@@ -24,7 +24,7 @@ from minirec.data.readers import SPLITS
 from minirec.errors import MinirecError
 from minirec.flags import config_from_flags
 from minirec.io import write_json, write_jsonl
-from minirec.metrics import DEFAULT_KS, rank_of, ranking_metrics
+from minirec.metrics import DEFAULT_KS, format_table, rank_of, ranking_metrics, split_metrics_by_repeat
 from minirec.prompts import next_sid_prompt
 from minirec.run_info import RUN_FILE, RunInfo
 from minirec.tokenization import encode_prompts
@@ -198,6 +198,7 @@ def main(config: EvalConfig) -> dict:
     invalid = sum(s not in catalogue.items_by_sid for r in records for s in r["predictions"])
     metrics = {
         **ranking_metrics(ranks, ks),
+        **split_metrics_by_repeat(ranks, rows),
         "invalid_predictions": invalid,
         "coverage@10": len(top10) / len(catalogue.items_by_sid),
         "rows": len(rows), "split": split, "num_beams": num_beams, "model_path": str(model_path),
@@ -213,14 +214,6 @@ def main(config: EvalConfig) -> dict:
     print(format_table(metrics, ks))
     print(f"wrote {out}/predictions.jsonl, metrics.json, metrics.png")
     return metrics
-
-
-def format_table(metrics, ks) -> str:
-    lines = [f"{'K':>4} {'HR@K':>8} {'NDCG@K':>8} {'MRR@K':>8}"]
-    lines += [f"{k:>4} {metrics[f'HR@{k}']:>8.4f} {metrics[f'NDCG@{k}']:>8.4f} {metrics[f'MRR@{k}']:>8.4f}" for k in ks]
-    lines.append(f"MRR {metrics['MRR']:.4f} | invalid predictions {metrics['invalid_predictions']} | "
-                 f"coverage@10 {metrics['coverage@10']:.4f} | {metrics['rows']} rows in {metrics['wall_seconds']:.1f}s")
-    return "\n".join(lines)
 
 
 command = Command("evaluate.py", EvalConfig, main)

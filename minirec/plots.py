@@ -42,3 +42,24 @@ def plot_ranking_metrics(metrics, ks, path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def plot_rl(log_history, path) -> None:
+    """RL curves against the step: reward and its std, zero-std group fraction, KL, valid HR/NDCG@10."""
+    def series(key):
+        return [(h["step"], h[key]) for h in log_history if key in h]
+
+    panels = [("reward", "reward_std"), ("frac_reward_zero_std",), ("kl",), ("valid_HR@10", "valid_NDCG@10")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.6))
+    for ax, keys in zip(axes, panels):
+        for key in keys:
+            points = series(key)
+            if points:
+                ax.plot(*zip(*points), "o-" if key.startswith("valid") else "-", label=key, markersize=3)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

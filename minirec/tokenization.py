@@ -6,11 +6,15 @@ separately means the prompt tokens at generation time are exactly the ones seen 
 training, so the model never has to continue a BPE merge across the boundary.
 """
 
+from minirec.prompts import ITEM_END
+
 IGNORE_INDEX = -100
 
 
 def encode_prompts(tokenizer, prompts) -> list[list[int]]:
-    return tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    """Prompt texts -> ids; an item-end marker (template ``sids``) becomes the EOS token."""
+    prompts = [p.replace(ITEM_END, tokenizer.eos_token) for p in prompts]
+    return tokenizer(prompts, add_special_tokens=True)["input_ids"]
 
 
 def encode_examples(tokenizer, examples, cutoff_len: int) -> dict:
@@ -26,6 +30,24 @@ def encode_examples(tokenizer, examples, cutoff_len: int) -> dict:
         p = p[-(cutoff_len - len(c)):]
         input_ids.append(p + c)
         labels.append([IGNORE_INDEX] * len(p) + c)
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def encode_sequence_examples(tokenizer, examples) -> dict:
+    """Dense rows (:class:`minirec.prompts.SequenceExample`) -> ``input_ids`` and ``labels``.
+
+    Each completion is its SID tokens + EOS and is a target; the context is not. The ids are
+    the ones an interaction row of the same history would have (a test checks it), so training
+    on one dense row equals training on its interaction rows, minus the repeated prefixes.
+    """
+    prompts = encode_prompts(tokenizer, [e.prompt for e in examples])
+    flat = [c for e in examples for c in e.completions]
+    pieces = iter(tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else [])
+    input_ids, labels = [], []
+    for e, p in zip(examples, prompts):
+        targets = [t for _ in e.completions for t in next(pieces) + [tokenizer.eos_token_id]]
+        input_ids.append(p + targets)
+        labels.append([IGNORE_INDEX] * len(p) + targets)
     return {"input_ids": input_ids, "labels": labels}
 
 

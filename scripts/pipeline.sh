@@ -1,14 +1,34 @@
 #!/usr/bin/env bash
-# The main job on a fresh clone: set up .venv, then SFT (full fine-tuning of the tiny default)
-# on the bundled Industrial_and_Scientific data, GRPO on top (a LoRA adapter over the SFT
-# weights, so the KL reference is the SFT model), and a test-split evaluation of both.
-# About 35 minutes on 2 CPU cores. Results: out/sft_full, out/rl_lora_on_full, */eval_test/.
+# The main job on a fresh clone: set up .venv, then on the bundled Industrial_and_Scientific data
+# SFT (the tiny default, full fine-tuning, scripts/sft_full.sh) -> GRPO on top (scripts/rl_full.sh)
+# -> test evaluation of both -> baselines (most-popular, recent-then-popular, SASRec) -> one table,
+# printed and written to $OUT_DIR/report.md with PNG plots.
+#   bash scripts/pipeline.sh            # full: about 35 minutes on 2 CPU cores (see README)
+#   bash scripts/pipeline.sh QUICK=1    # every stage on reduced epochs/steps/rows: under 5 minutes
+# Finished stages are reused (each run dir's run.json / metrics.json marks it done).
 source "$(dirname "$0")/_common.sh"
 bash scripts/setup.sh
 export PYTHON=.venv/bin/python
-SFT="${SFT_OUT:-out/sft_full}" RL="${RL_OUT:-out/rl_lora_on_full}"
-[[ -f "$SFT/run.json" ]] || bash scripts/sft_full.sh OUT="$SFT" "$@"
-[[ -f "$RL/run.json" ]] || PEFT=use_lora LR="${RL_LR:-1e-4}" bash scripts/rl_lora.sh MODEL="$SFT" OUT="$RL"
+QUICK="${QUICK:-0}"
+OUT_DIR="${OUT_DIR:-$([[ "$QUICK" == 1 ]] && echo out/quick || echo out)}"
+SFT="$OUT_DIR/sft_full" RL="$OUT_DIR/rl_on_sft" BASE="$OUT_DIR/baselines" DATA="${DATA:-data/Industrial_and_Scientific}"
+if [[ "$QUICK" == 1 ]]; then
+  SFT_ARGS=(EPOCHS=1 --select_rows 300) RL_ARGS=(--max_steps 24 --eval_steps 12 --eval_rows 200)
+  EVAL_ARGS=(MAX_ROWS=1000) SASREC_ARGS=(--max_epochs 3)
+else
+  SFT_ARGS=() RL_ARGS=() EVAL_ARGS=() SASREC_ARGS=()
+fi
+started=$(date +%s)
+[[ -f "$SFT/run.json" ]] || bash scripts/sft_full.sh OUT="$SFT" DATA="$DATA" "${SFT_ARGS[@]}" "$@"
+[[ -f "$RL/run.json" ]] || bash scripts/rl_full.sh MODEL="$SFT" OUT="$RL" "${RL_ARGS[@]}"
 for run in "$SFT" "$RL"; do
-  [[ -f "$run/eval_test/metrics.json" ]] || bash scripts/evaluate.sh MODEL="$run"
+  [[ -f "$run/eval_test/metrics.json" ]] || bash scripts/evaluate.sh MODEL="$run" "${EVAL_ARGS[@]}"
 done
+for b in popularity recent_popular sasrec; do
+  extra=(); [[ "$b" == sasrec ]] && extra=("${SASREC_ARGS[@]}")
+  [[ -f "$BASE/$b/metrics.json" ]] || "$PYTHON" -m minirec.baselines "$b" --data_dir "$DATA" \
+    --output_dir "$BASE/$b" "${extra[@]}" > /dev/null
+done
+"$PYTHON" -m minirec.report --runs "$SFT,$RL" --names "minirec SFT,minirec SFT+RL" --baselines "$BASE" \
+  --out "$OUT_DIR/report.md"
+echo "pipeline finished in $(( $(date +%s) - started )) s (QUICK=$QUICK); report: $OUT_DIR/report.md"

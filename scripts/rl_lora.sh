@@ -12,6 +12,6 @@ exec "$PYTHON" rl.py \
   --num_generations "${NUM_GENERATIONS:-16}" --prompts_per_step "${PROMPTS_PER_STEP:-8}" \
   --reward_type "${REWARD:-ranking}" --beta "${BETA:-1e-3}" --loss_type "${LOSS:-grpo}" \
   --learning_rate "${LR:-1e-4}" --num_epochs "${EPOCHS:-1}" --max_prompts "${MAX_PROMPTS:-2048}" \
-  --eval_steps "${EVAL_STEPS:-64}" --eval_rows "${EVAL_ROWS:-256}" --seed "${SEED:-42}" \
+  --eval_steps "${EVAL_STEPS:-64}" --eval_rows "${EVAL_ROWS:-1000}" --seed "${SEED:-42}" \
   ${DEEPSPEED:+--deepspeed "$DEEPSPEED"} \
   "${EXTRA[@]}"

@@ -128,6 +128,10 @@ CASES = [
     ("int spelling", BUILD + ["--levels", "2.0"], "--levels '2.0': expected an integer"),
     ("bool is not 2", MERGE + ["--trust_remote_code", "2"], "--trust_remote_code '2': expected a boolean"),
     ("unknown sub-command", ["-m", "minirec.sid", "biuld"], "unknown command 'biuld' (did you mean build?)"),
+    ("baseline flag", ["-m", "minirec.baselines", "popularity", "--data_dir", "{w}/data", "--top-k", "x"],
+     "--top_k 'x': expected an integer"),
+    ("report before evaluation", ["-m", "minirec.report", "--runs", "{w}/run_ok", "--out", "{w}/cwd/r.md"],
+     "cannot read metrics"),
     ("stray argument", CONVERT + ["a", "b", "c"], "unexpected argument(s) 'c'"),
     # combinations that mean nothing
     ("qlora and 8bit", SFT + ["--use_qlora", "true", "--load_in_8bit", "true"], "exclude each other"),

@@ -14,17 +14,19 @@ from tests.conftest import INDUSTRIAL, ROOT
 
 
 def _commands():
+    from minirec.baselines.commands import COMMANDS as BASELINES
     from minirec.data.convert import command as convert
     from minirec.data.prepare import command as prepare
     from minirec.evaluate import command as evaluate
     from minirec.merge import command as merge
     from minirec.recommend import command as recommend
+    from minirec.report import command as report
     from minirec.rl import command as rl
     from minirec.sft import command as sft
     from minirec.sid.build import command as build
 
     return {"sft": sft, "rl": rl, "evaluate": evaluate, "recommend": recommend, "merge": merge, "build": build,
-            "prepare": prepare, "convert": convert}
+            "prepare": prepare, "convert": convert, "report": report, **BASELINES}
 
 
 COMMANDS = _commands()
@@ -49,7 +51,7 @@ def required(name, run_dir, tmp):
         "merge": ["--model_path", str(run_dir), "--output_dir", f"{tmp}/merged"],
         "build": ["--items", "item.json", "--out", f"{tmp}/index.json"],
         "prepare": ["--out", f"{tmp}/data", "--items", "item.json", "--sequences", "seq.json"],
-        "convert": [],
+        "convert": [], "report": [], "popularity": [], "recent_popular": [], "sasrec": [],
     }[name]
 
 
@@ -124,6 +126,9 @@ SPELLINGS = [
     ("sft", ["--freeze_llm", "--use_dora"], None, "--use_dora applies only to LoRA training"),
     ("sft", ["--base_model", "/m", "--tiny_num_layers", "2"], None, "--tiny_num_layers applies only to --base_model"),
     ("sft", ["--deepspeed", "nope.json"], None, "--deepspeed nope.json: no such config file"),
+    ("sft", ["--select_by", "loss", "--select_rows", "10"], None, "--select_rows applies only with --select_by ranking"),
+    ("sft", ["--dense", "yes"], None, "--dense True needs --template sids"),
+    ("sft", ["--dense", "yes", "--template", "sids", "--adam_beta2", "0.98"], "adam_beta2", 0.98),
     ("sft", ["--lora_dropout", "1.5", "--use_lora"], None, "--lora_dropout 1.5: use a probability"),
     ("rl", ["--reward_type", "rule,prefix", "--beam_search", "false"], "reward_type", "rule,prefix"),
     ("rl", ["--reward_type", "rule:1,prefix:0.5"], "reward_type", "rule:1,prefix:0.5"),
@@ -166,6 +171,12 @@ SPELLINGS = [
     ("convert", ["--dst", "b", "a"], "src", "a"),
     ("convert", ["a", "b", "c"], None, "unexpected argument(s) 'c'"),
     ("convert", ["a"], None, "missing required flag(s) --dst"),
+    ("report", ["--runs", "out/a,out/b", "--split", "valid"], "runs", "out/a,out/b"),
+    ("report", ["--split", "train"], None, "--split 'train': choose valid or test"),
+    ("popularity", ["--split", "valid,test", "--top_k", "10"], "top_k", 10),
+    ("recent_popular", ["--split", "train"], None, "choose from valid, test"),
+    ("sasrec", ["--hidden_size", "64", "--num_heads", "3"], None, "not a multiple of --num_heads 3"),
+    ("sasrec", ["--dropout", "0.1"], "dropout", 0.1),
 ]
 
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from minirec.metrics import rank_of, ranking_metrics
+from minirec.metrics import format_table, rank_of, ranking_metrics, split_metrics_by_repeat
 
 
 def test_rank_is_first_matching_sid():
@@ -24,3 +24,25 @@ def test_metrics_against_hand_computed_values():
 def test_no_rows_is_an_error():
     with pytest.raises(ValueError):
         ranking_metrics([])
+
+
+def test_hr_split_by_repeat_rows():
+    from minirec.data import Interaction
+
+    rows = [Interaction("u", ("a", "b"), "b"), Interaction("u", ("a",), "c"), Interaction("v", ("c",), "d"),
+            Interaction("v", ("d", "e"), "d")]
+    m = split_metrics_by_repeat([3, 0, None, 12], rows)
+    assert m == {"repeat_rows": 2, "HR@10_repeat": 0.5, "HR@10_new": 0.5}
+    assert split_metrics_by_repeat([0], rows[1:2])["HR@10_repeat"] is None
+    with pytest.raises(ValueError):
+        split_metrics_by_repeat([0], rows)
+
+
+def test_table_summary_line_lists_what_the_metrics_hold():
+    m = {**ranking_metrics([0, None], ks=(1,)), "invalid_predictions": 0, "coverage@10": 0.5, "rows": 2,
+         "wall_seconds": 1.0}
+    last = format_table(m, (1,)).splitlines()[-1]
+    assert last == "MRR 0.5000 | invalid predictions 0 | coverage@10 0.5000 | 2 rows in 1.0s"  # as evaluate.py printed
+    m.pop("invalid_predictions")
+    m.update(repeat_rows=1, **{"HR@10_repeat": 1.0, "HR@10_new": None})
+    assert "HR@10 repeat 1.0000 (1 rows) / new n/a" in format_table(m, (1,))

@@ -52,3 +52,29 @@ def test_resolve_tasks(cat):
         resolve_tasks("next_sid,nope", cat)
     with pytest.raises(MinirecError, match="needs item titles"):
         resolve_tasks("title_to_sid", Catalogue(sids=cat.sids))
+
+
+def test_sids_template_prompt_extends_the_shorter_history_row(cat):
+    from minirec.prompts import ITEM_END
+
+    short = build_examples([Interaction("u", ("1",), "2")], cat, ("next_sid",), template="sids")[0]
+    longer = next_sid_prompt(("1", "2"), cat, template="sids")
+    assert short.prompt == "<a_1><b_1>" + ITEM_END and short.completion == "<a_2><b_1>"
+    assert longer == short.prompt + short.completion + ITEM_END
+
+
+def test_sids_template_has_only_the_next_sid_task(cat):
+    assert resolve_tasks("all", cat, template="sids") == ("next_sid",)
+    with pytest.raises(MinirecError, match="only the next_sid task"):
+        resolve_tasks("next_sid,sid_to_title", cat, template="sids")
+
+
+def test_sequence_examples_cover_each_target_once_with_bounded_context(cat):
+    from minirec.prompts import ITEM_END, build_sequence_examples
+
+    items = ("1", "2", "3", "1", "2", "3", "1")
+    rows = build_sequence_examples([(items, 1)], cat, max_history=2)
+    assert [len(r.completions) for r in rows] == [2, 2, 2]
+    assert rows[0].prompt == "<a_1><b_1>" + ITEM_END
+    assert rows[1].prompt == next_sid_prompt(items[1:3], cat, template="sids", max_history=2)
+    assert [c for r in rows for c in r.completions] == [cat.sid(i) for i in items[1:]]

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 @pytest.mark.parametrize("script, expected, absent", [
     ("sft_lora.sh", ["--use_lora True", "--output_dir out/sft_lora"], ["--use_qlora"]),
     ("sft_qlora.sh", ["--use_qlora True", "--lora_r 16", "--output_dir out/sft_qlora"], ["--use_lora"]),
-    ("sft_full.sh", ["--num_epochs 8", "--learning_rate 2e-3"], ["--use_lora", "--use_qlora"]),
+    ("sft_full.sh", ["--num_epochs 8", "--learning_rate 1.5e-3", "--dense True", "--template sids"], ["--use_lora", "--use_qlora"]),
     ("rl_lora.sh", ["--use_lora True", "--model_path out/sft_lora"], ["--use_qlora"]),
     ("rl_qlora.sh", ["--use_qlora True", "--model_path out/sft_qlora"], ["--use_lora"]),
     ("rl_full.sh", ["--model_path out/sft_full", "--learning_rate 2e-5"], ["--use_lora", "--use_qlora"]),

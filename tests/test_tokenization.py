@@ -30,3 +30,21 @@ def test_collator_pads_without_loss():
     assert batch["input_ids"].shape == (2, 4)
     assert batch["labels"][1].tolist() == [5, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+
+
+def test_a_dense_row_holds_exactly_the_tokens_of_its_interaction_rows(tiny_model, catalogue):
+    """Training on a dense row must see what the window rows see: each target's prompt, as
+    evaluation encodes it, followed by the target SID and EOS."""
+    from minirec.prompts import build_sequence_examples, next_sid_prompt
+    from minirec.tokenization import encode_sequence_examples
+
+    _, tok, _ = tiny_model
+    items = tuple(list(catalogue.sids)[:5])
+    dense = encode_sequence_examples(tok, build_sequence_examples([(items, 1)], catalogue, max_history=10))
+    ids, labels = dense["input_ids"][0], dense["labels"][0]
+    for t in range(1, len(items)):
+        prompt = encode_prompts(tok, [next_sid_prompt(items[:t], catalogue, template="sids")])[0]
+        completion = tok(catalogue.sid(items[t]), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert ids[: len(prompt) + len(completion)] == prompt + completion
+        assert labels[len(prompt): len(prompt) + len(completion)] == completion
+    assert labels[: len(ids) - 4 * (len(items) - 1)] == [IGNORE_INDEX] * 4  # the first item is context only

@@ -30,7 +30,7 @@ def _template_texts() -> list[str]:
     return texts
 
 
-def prepare_tiny(run_dir, catalogue, spec: TinySpec) -> Path:
+def prepare_tiny(run_dir, catalogue, spec: TinySpec, with_titles: bool = True) -> Path:
     from filelock import FileLock
 
     out = Path(run_dir) / "base_model"
@@ -39,11 +39,11 @@ def prepare_tiny(run_dir, catalogue, spec: TinySpec) -> Path:
     with FileLock(str(out) + ".lock"):
         if (out / "config.json").is_file():  # resuming, or another rank built it
             return out
-        titles = [catalogue.title(i) for i in catalogue.sids] if catalogue.has_titles else []
+        titles = [catalogue.title(i) for i in catalogue.sids] if catalogue.has_titles and with_titles else []
         log.info("building the tiny base model (%d-dim, %d layers) in %s", spec.hidden_size, spec.num_layers, out)
         tmp = out.with_name(out.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        build_tiny(tmp, titles + _template_texts() * 50, spec)
+        build_tiny(tmp, titles + _template_texts() * 50, spec, extra_tokens=catalogue.sid_tokens())
         os.replace(tmp, out)
     return out
 
@@ -81,9 +81,10 @@ def prepare_smollm2() -> Path:
     return out
 
 
-def prepare_base(base_model: str, run_dir, catalogue, spec: TinySpec = TinySpec()) -> Path:
+def prepare_base(base_model: str, run_dir, catalogue, spec: TinySpec = TinySpec(), with_titles: bool = True) -> Path:
+    """``with_titles``: train the tiny tokenizer on item titles too (only a title task needs them)."""
     if base_model == "tiny":
-        return prepare_tiny(run_dir, catalogue, spec)
+        return prepare_tiny(run_dir, catalogue, spec, with_titles)
     if base_model == "smollm2-135m":
         return prepare_smollm2()
     if not Path(base_model).exists():

@@ -102,6 +102,34 @@ def add_sid_tokens(model, tokenizer, sid_tokens) -> list[int]:
     return ids
 
 
+@torch.no_grad()
+def init_sid_rows(model, token_ids, how: str = "auto") -> None:
+    """Re-initialise the SID rows of the input embedding (and of an untied LM head).
+
+    ``auto`` keeps what :func:`add_sid_tokens` gave; ``mean`` sets every row to the mean of the
+    other rows plus 1e-9-scaled noise (what transformers' ``mean_resizing`` does for added rows);
+    ``random`` draws them from N(0, initializer_range), like a fresh model's rows.
+    """
+    if how == "auto":
+        return
+    ids = torch.tensor(list(token_ids))
+    mats = [model.get_input_embeddings().weight]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not mats[0]:
+        mats.append(head.weight)
+    for w in mats:
+        keep = torch.ones(w.shape[0], dtype=torch.bool)
+        keep[ids] = False
+        if how == "mean":
+            rest = w[keep].float()
+            w[ids] = (rest.mean(0) + 1e-9 ** 0.5 * rest.std(0) * torch.randn(len(ids), w.shape[1])).to(w.dtype)
+        elif how == "random":
+            std = getattr(model.config, "initializer_range", 0.02)
+            w[ids] = (torch.randn(len(ids), w.shape[1]) * std).to(w.dtype)
+        else:
+            raise MinirecError(f"--sid_init {how!r}: choose auto, mean or random")
+
+
 def save_trained(model, tokenizer, out_dir) -> None:
     """Save weights (safetensors) and tokenizer; an adapter is saved without embedding matrices.
 

@@ -1,7 +1,11 @@
 """The default base model: a small Qwen2-architecture LM built locally, no hub needed.
 
 The tokenizer is a byte-level BPE trained offline on the catalogue's titles (so titles
-tokenize compactly); the weights are random. Both are saved as an ordinary Hugging Face
+tokenize compactly) when a title task needs them, else on the prompt templates alone; the
+catalogue's SID tokens are in the vocabulary from the start, so their rows get the same random
+init as every other row. (Added later, they would start from the mean of the old rows,
+transformers' ``mean_resizing``: 768 near-identical rows, a symmetric start that cost the
+random-init model accuracy; docs/RESULTS.md.) The weights are random. Both are saved as an ordinary Hugging Face
 checkpoint, so everything downstream treats ``tiny`` exactly like a local Qwen2.5 path.
 Random weights mean LoRA on ``tiny`` learns little: full fine-tuning is its natural mode.
 """
@@ -25,7 +29,7 @@ class TinySpec:
     hidden_size: int = 256
     num_layers: int = 4
     num_heads: int = 4
-    num_kv_heads: int = 2
+    num_kv_heads: int = 4
     intermediate_size: int = 512
     vocab_size: int = 2048  # BPE merges budget, before SID tokens are added
     max_positions: int = 1024
@@ -46,10 +50,12 @@ def train_tokenizer(texts, vocab_size: int) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
 
 
-def build_tiny(out_dir, texts, spec: TinySpec = TinySpec()) -> Path:
-    """Train the tokenizer on ``texts``, build the random-init model, save both to ``out_dir``."""
+def build_tiny(out_dir, texts, spec: TinySpec = TinySpec(), extra_tokens=()) -> Path:
+    """Train the tokenizer on ``texts``, add ``extra_tokens`` (the SIDs), build the random-init
+    model, save both to ``out_dir``."""
     out_dir = Path(out_dir)
     tokenizer = train_tokenizer(texts, spec.vocab_size)
+    tokenizer.add_tokens(list(extra_tokens), special_tokens=False)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,

@@ -43,6 +43,9 @@ class RLConfig:
     """Rollouts by constrained beam search (G distinct SIDs); False = constrained sampling."""
     temperature: float = 1.0
     """Sampling temperature when --beam_search False."""
+    add_target: bool = False
+    """Target-in-group: when the rollouts miss the target, it replaces the last one, so every
+    group holds a positive (MiniOneRec's add_gt)."""
     reward_type: str = "ranking"
     """rule, ranking, ranking_only, prefix, semantic, or weighted sums like rule:1,prefix:0.5."""
     item_embeddings: str = ""
@@ -75,8 +78,10 @@ class RLConfig:
     """Where the trained adapter/weights, run.json and metrics.json go."""
     eval_steps: int = 50
     """Every N steps, HR@10/NDCG@10 on --eval_rows valid rows (0 = only at the end)."""
-    eval_rows: int = 256
-    """Valid rows for the in-training ranking evaluation (0 = skip it)."""
+    eval_rows: int = 1000
+    """Valid rows (evenly spaced, the same every run) for the in-training ranking evaluation (0 = skip it)."""
+    keep_best: bool = True
+    """Save the policy with the best valid HR@10 + NDCG@10 seen at the ranking evaluations, not the last."""
     save_steps: int = 100
     """Checkpoint every N steps (for --resume_from_checkpoint)."""
     resume_from_checkpoint: str = ""

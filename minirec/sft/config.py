@@ -27,6 +27,9 @@ class SFTConfig:
     """Use only the first N train interactions (0 = all); for quick looks."""
     max_valid_rows: int = 0
     """Evaluate the loss on the first N valid interactions (0 = all)."""
+    dense: bool = False
+    """One row per user's train sequence, every item after the first a target (needs --template
+    sids and --tasks next_sid): the targets of one-row-per-interaction in ~1/4 of the tokens."""
 
     # --- model ------------------------------------------------------------------------
     base_model: str = "tiny"
@@ -35,6 +38,10 @@ class SFTConfig:
     """Hidden size of the tiny model (ignored for other bases)."""
     tiny_num_layers: int = 4
     """Number of layers of the tiny model (ignored for other bases)."""
+    sid_init: str = "auto"
+    """SID token rows at the start: "auto" (added rows at the mean of the old ones, transformers'
+    mean_resizing; the tiny base is built with them, randomly initialised), "mean" or "random"
+    (normal, the base's initializer_range) for every SID row."""
     trust_remote_code: bool = False
     """Allow a local checkpoint's own modelling code to run. Off unless you trust it."""
 
@@ -74,9 +81,22 @@ class SFTConfig:
     warmup_ratio: float = 0.03
     """Fraction of steps spent on linear warm-up."""
     weight_decay: float = 0.0
-    """AdamW weight decay."""
+    """AdamW weight decay (never on biases, norms or embedding rows)."""
+    adam_beta2: float = 0.999
+    """AdamW beta2; 0.98 adapts faster in short runs with rare tokens."""
+    min_lr_ratio: float = 0.0
+    """The cosine schedule decays to this fraction of the peak learning rate."""
+    group_by_length: bool = True
+    """Batch rows of similar length together (less padding)."""
     early_stopping_patience: int = 2
-    """Stop when valid loss has not improved for this many evaluations (0 = never)."""
+    """Stop when the selection metric has not improved for this many evaluations (0 = never)."""
+    select_by: str = "ranking"
+    """Keep the best checkpoint by "ranking" (valid HR@10 + NDCG@10 of a constrained beam search
+    on --select_rows rows, what we report) or "loss" (valid next-SID loss)."""
+    select_rows: int = 1000
+    """Valid rows (evenly spaced over the split, the same every run) decoded for --select_by ranking."""
+    select_beams: int = 20
+    """Beam width of the selection search (HR@10 needs >= 10)."""
     eval_steps: int = 0
     """Evaluate every N steps; 0 = once per epoch."""
     gradient_checkpointing: bool = False
@@ -126,6 +146,16 @@ class SFTConfig:
             )
         if self.learning_rate <= 0 or not 0 <= self.warmup_ratio < 1:
             raise MinirecError("--learning_rate must be > 0 and --warmup_ratio in [0, 1)")
+        if self.select_by not in ("ranking", "loss"):
+            raise MinirecError(f"--select_by {self.select_by!r}: choose ranking or loss")
+        if self.select_by == "ranking" and (self.select_rows <= 0 or self.select_beams < 10):
+            raise MinirecError("--select_by ranking needs --select_rows > 0 and --select_beams >= 10")
+        if self.sid_init not in ("auto", "mean", "random"):
+            raise MinirecError(f"--sid_init {self.sid_init!r}: choose auto, mean or random")
+        if not 0 <= self.min_lr_ratio < 1 or not 0 < self.adam_beta2 < 1:
+            raise MinirecError("--min_lr_ratio must be in [0, 1) and --adam_beta2 in (0, 1)")
+        if self.dense and self.template != "sids":
+            raise MinirecError("--dense True needs --template sids (a prompt there is a prefix of a longer one)")
         if self.cutoff_len < 16:
             raise MinirecError(f"--cutoff_len {self.cutoff_len} is too short for a prompt and a SID; use >= 16")
         self._validate_combinations()
@@ -145,6 +175,7 @@ class SFTConfig:
                   f"to LoRA training (--use_lora, --use_qlora or --load_in_8bit), not to {self.mode} training")
         only_with(self, ("tiny_hidden_size", "tiny_num_layers"), self.base_model == "tiny",
                   f"to --base_model tiny, not {self.base_model}")
+        only_with(self, ("select_rows", "select_beams"), self.select_by == "ranking", "with --select_by ranking")
         if self.deepspeed:
             check_deepspeed(self.deepspeed)
         check_output_dir(self.output_dir)

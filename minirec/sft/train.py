@@ -15,18 +15,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 from minirec.data import load_dataset
+from minirec.data.sequences import user_sequences
 from minirec.distributed import single_process_group
 from minirec.errors import MinirecError
 from minirec.io import write_json
 from minirec.modeling.adapters import trainable_line, wrap_model
 from minirec.modeling.bases import prepare_base
-from minirec.modeling.loading import add_sid_tokens, keep_4bit_trainable, load_base, save_trained, use_bf16
+from minirec.modeling.loading import (add_sid_tokens, init_sid_rows, keep_4bit_trainable, load_base, save_trained,
+                                     use_bf16)
 from minirec.modeling.tiny import TinySpec
 from minirec.plots import plot_training
-from minirec.prompts import build_examples, resolve_tasks
+from minirec.prompts import TITLE_TASKS, build_examples, build_sequence_examples, resolve_tasks
 from minirec.run_info import RunInfo, relative_to_run
 from minirec.sft.config import SFTConfig
-from minirec.tokenization import CompletionCollator, encode_examples
+from minirec.sft.trainer import SIDTrainer, Throughput
+from minirec.tokenization import CompletionCollator, encode_examples, encode_sequence_examples
 
 log = logging.getLogger(__name__)
 
@@ -59,45 +62,38 @@ def _resolve_resume(config: SFTConfig, out: Path):
     return config.resume_from_checkpoint
 
 
-def _dataset(tokenizer, examples, cutoff_len):
+def _dataset(encoded):
     from datasets import Dataset
 
-    encoded = encode_examples(tokenizer, examples, cutoff_len)
     encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
     return Dataset.from_dict(encoded)
 
 
 def _callbacks(config):
-    from transformers import EarlyStoppingCallback, TrainerCallback
-
-    class Throughput(TrainerCallback):
-        """Adds samples/s and (non-padding) tokens/s to every log line; times each epoch."""
-
-        def __init__(self):
-            self.t0 = self.last_t = time.perf_counter()
-            self.last_step = self.last_tokens = 0
-            self.epoch_times = []
-            self.epoch_start = self.t0
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs is None or "loss" not in logs:
-                return
-            now = time.perf_counter()
-            dt = max(now - self.last_t, 1e-9)
-            samples = (state.global_step - self.last_step) * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-            logs["samples_per_second"] = round(samples / dt, 2)
-            logs["tokens_per_second"] = round((state.num_input_tokens_seen - self.last_tokens) / dt, 1)
-            self.last_t, self.last_step, self.last_tokens = now, state.global_step, state.num_input_tokens_seen
-
-        def on_epoch_end(self, args, state, control, **kw):
-            now = time.perf_counter()
-            self.epoch_times.append(round(now - self.epoch_start, 2))
-            self.epoch_start = now
+    from transformers import EarlyStoppingCallback
 
     callbacks = [Throughput()]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     return callbacks
+
+
+def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
+    """The selection search: ranks of the targets of a fixed, evenly spaced valid subset."""
+    if config.select_by != "ranking":
+        return None
+    from minirec.evaluate import rank_sids
+    from minirec.metrics import rank_of
+
+    rows = valid_rows[:: max(1, len(valid_rows) // config.select_rows)][: config.select_rows]
+    targets = [catalogue.sid(r.target) for r in rows]
+
+    def ranks(model):
+        ranked = rank_sids(model, tokenizer, catalogue, [r.history for r in rows], config.template,
+                           config.max_history, config.select_beams, batch_size=32, progress=False)
+        return [rank_of([sid for sid, _ in preds], t) for preds, t in zip(ranked, targets)]
+
+    return ranks
 
 
 def _training_args(config: SFTConfig, out: Path, world_size: int):
@@ -114,7 +110,9 @@ def _training_args(config: SFTConfig, out: Path, world_size: int):
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_epochs,
         max_steps=config.max_steps,
-        lr_scheduler_type="cosine",
+        lr_scheduler_type="cosine_with_min_lr" if config.min_lr_ratio > 0 else "cosine",
+        lr_scheduler_kwargs={"min_lr_rate": config.min_lr_ratio} if config.min_lr_ratio > 0 else None,
+        adam_beta2=config.adam_beta2,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         eval_strategy="steps" if by_steps else "epoch",
@@ -123,13 +121,13 @@ def _training_args(config: SFTConfig, out: Path, world_size: int):
         save_steps=config.eval_steps if by_steps else None,
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
+        metric_for_best_model="eval_rank_score" if config.select_by == "ranking" else "eval_loss",
+        greater_is_better=config.select_by == "ranking",
         logging_steps=config.logging_steps,
         logging_first_step=True,
         report_to=[] if config.report_to in ("", "none") else [config.report_to],
         include_num_input_tokens_seen="non_padding",
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         gradient_checkpointing=config.gradient_checkpointing,
         bf16=use_bf16(),
         use_cpu=not torch.cuda.is_available(),
@@ -142,7 +140,7 @@ def _training_args(config: SFTConfig, out: Path, world_size: int):
 
 
 def train(config: SFTConfig) -> dict:
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     config.validate()
     out = Path(config.output_dir)
@@ -151,19 +149,22 @@ def train(config: SFTConfig) -> dict:
         log.info("--deepspeed without a launcher: running as a single process (rank 0 of 1)")
     data = load_dataset(config.data_dir)
     catalogue = data.catalogue
-    tasks = resolve_tasks(config.tasks, catalogue)
+    tasks = resolve_tasks(config.tasks, catalogue, config.template)
+    if config.dense and tasks != ("next_sid",):
+        raise MinirecError("--dense True trains the next_sid task alone; pass --tasks next_sid")
     set_seed(config.seed)
 
     with _removed_on_failure(out):
         spec = TinySpec(hidden_size=config.tiny_hidden_size, num_layers=config.tiny_num_layers,
                         intermediate_size=2 * config.tiny_hidden_size, seed=config.seed)
-        base_path = prepare_base(config.base_model, out, catalogue, spec)
+        base_path = prepare_base(config.base_model, out, catalogue, spec, with_titles=bool(TITLE_TASKS & set(tasks)))
         model, tokenizer = load_base(base_path, config.quantization, config.trust_remote_code)
         keep_4bit_trainable(model)
         if config.base_model == "tiny" and config.mode in ("lora", "qlora", "freeze"):
             log.warning("%s on the randomly initialised tiny base learns little: the frozen base knows "
                         "nothing. Use full fine-tuning for tiny, or a pretrained --base_model.", config.mode)
         sid_ids = add_sid_tokens(model, tokenizer, catalogue.sid_tokens())
+        init_sid_rows(model, sid_ids, config.sid_init)
         model = wrap_model(
             model, config.mode, sid_ids, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout, lora_target_modules=config.lora_target_modules,
@@ -176,22 +177,28 @@ def train(config: SFTConfig) -> dict:
 
     train_rows = data.split("train")[: config.max_train_rows or None]
     valid_rows = data.split("valid")[: config.max_valid_rows or None]
-    train_examples = build_examples(train_rows, catalogue, tasks, config.template, config.max_history)
+    if config.dense:
+        sequences = build_sequence_examples(user_sequences(train_rows), catalogue, config.max_history)
+        train_ds = _dataset(encode_sequence_examples(tokenizer, sequences))
+    else:
+        train_examples = build_examples(train_rows, catalogue, tasks, config.template, config.max_history)
+        train_ds = _dataset(encode_examples(tokenizer, train_examples, config.cutoff_len))
     valid_examples = build_examples(valid_rows, catalogue, ("next_sid",), config.template, config.max_history)
-    train_ds = _dataset(tokenizer, train_examples, config.cutoff_len)
-    valid_ds = _dataset(tokenizer, valid_examples, config.cutoff_len)
-    log.info("%d train rows (%s), %d valid rows (next_sid)", len(train_ds), ", ".join(tasks), len(valid_ds))
+    valid_ds = _dataset(encode_examples(tokenizer, valid_examples, config.cutoff_len))
+    log.info("%d train rows (%s%s), %d valid rows (next_sid)", len(train_ds), ", ".join(tasks),
+             ", dense sequences" if config.dense else "", len(valid_ds))
 
     callbacks = _callbacks(config)
-    trainer = Trainer(
+    trainer = SIDTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
         data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=callbacks,
+        rank_fn=_rank_fn(config, tokenizer, catalogue, valid_rows),
     )
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started
-    eval_by_epoch = [{"epoch": h["epoch"], "step": h["step"], "eval_loss": h["eval_loss"]}
-                     for h in trainer.state.log_history if "eval_loss" in h]
+    keys = ("epoch", "step", "eval_loss", "eval_HR@10", "eval_NDCG@10", "eval_rank_score")
+    eval_by_epoch = [{k: h[k] for k in keys if k in h} for h in trainer.state.log_history if "eval_loss" in h]
     final_eval = trainer.evaluate()  # of the best checkpoint, which load_best_model_at_end restored
 
     if not trainer.is_world_process_zero():
@@ -202,9 +209,11 @@ def train(config: SFTConfig) -> dict:
         "train_seconds": round(train_seconds, 2),
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(train_seconds, 1e-9), 1),
         "epoch_seconds": callbacks[0].epoch_times,
-        "best_eval_loss": trainer.state.best_metric,
+        "selected_by": args.metric_for_best_model,
+        "best_metric": trainer.state.best_metric,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
         "final_eval": final_eval,
-        "eval_loss_by_epoch": eval_by_epoch,
+        "eval_by_epoch": eval_by_epoch,
         "log_history": trainer.state.log_history,
     }
     if config.greedy_eval_rows > 0:

@@ -37,3 +37,29 @@ def test_smollm2_gguf_converts_to_a_loadable_checkpoint(tmp_path, monkeypatch):
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, -1]
     assert tok.decode(logits.argmax()).strip() == "Paris"  # a real pretrained model, not random weights
+
+
+def test_tiny_base_holds_distinct_random_sid_rows(tiny_base, catalogue):
+    """The SID rows are built in, so nothing is resized: no 768 near-identical mean rows."""
+    import torch
+
+    from minirec.modeling.loading import add_sid_tokens
+
+    model, tok = load_base(tiny_base)
+    rows_before = model.get_input_embeddings().weight.shape[0]
+    ids = add_sid_tokens(model, tok, catalogue.sid_tokens())
+    assert model.get_input_embeddings().weight.shape[0] == rows_before
+    sid_rows = model.get_input_embeddings().weight[ids]
+    assert sid_rows.std(0).mean() > 0.5 * model.config.initializer_range
+    assert torch.cdist(sid_rows[:50], sid_rows[:50]).add(torch.eye(50) * 9).min() > 0.01
+
+
+def test_sid_init_mean_and_random(tiny_model):
+    from minirec.modeling.loading import init_sid_rows
+
+    model, _, ids = tiny_model
+    w = model.get_input_embeddings().weight
+    init_sid_rows(model, ids, "mean")
+    assert w[ids].std(0).max() < 1e-3  # the symmetric start transformers' mean_resizing gives
+    init_sid_rows(model, ids, "random")
+    assert abs(w[ids].std().item() - model.config.initializer_range) < 0.005

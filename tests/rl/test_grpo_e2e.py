@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from minirec.errors import MinirecError
 from minirec.rl import RLConfig
-from minirec.rl.train import SIDRollout, train
+from minirec.rl.rollout import SIDRollout
+from minirec.rl.train import train
 from minirec.sft import SFTConfig
 from minirec.sft.train import train as sft_train
 from tests.conftest import INDUSTRIAL
@@ -104,7 +105,7 @@ def test_fused_head_log_probs_include_the_trainable_sid_rows(tiny_model, mode):
     from trl.trainer.utils import add_fused_lm_head
 
     from minirec.modeling.adapters import wrap_model
-    from minirec.rl.train import expose_adapted_lm_head
+    from minirec.rl.rollout import expose_adapted_lm_head
 
     model, tok, ids = tiny_model
     add_fused_lm_head(model, outputs=("log_probs",))
@@ -128,3 +129,47 @@ def test_fused_head_log_probs_include_the_trainable_sid_rows(tiny_model, mode):
         fused_ref = model(input_ids=x, labels=labels, fused_lm_head=True).log_probs[:, 1:]
         torch.testing.assert_close(fused_ref, plain_logps(), atol=1e-4, rtol=1e-4)
     assert not torch.allclose(fused, fused_ref)
+
+
+@pytest.mark.parametrize("path", ["full", "lora_on_full", "continue_lora"])
+def test_kl_reference_is_the_sft_policy_on_every_path(sft_runs, tmp_path, path):
+    """At the first step the policy is the SFT model, so KL to the reference must be ~0. With the
+    reference = "adapter disabled" for a continued SFT adapter, it would be the pre-SFT base."""
+    model_path = sft_runs / ("lora" if path == "continue_lora" else "full")
+    flags = {"use_lora": True} if path != "full" else {}
+    metrics = train(RLConfig(model_path=str(model_path), output_dir=str(tmp_path / path), beta=0.1,
+                             **{**RL, "eval_rows": 0}, **flags))
+    kls = [h["kl"] for h in metrics["log_history"] if "kl" in h]
+    assert kls and abs(kls[0]) < 1e-5, kls
+    if path == "continue_lora":
+        assert not (tmp_path / path / "ref").exists()  # the frozen reference copy is not saved
+
+
+def test_target_in_group_puts_the_target_in_every_group(sft_runs, catalogue):
+    from accelerate import Accelerator
+
+    from minirec.evaluate import build_trie, decode_sid
+    from minirec.modeling.loading import load_trained
+
+    model, tok, _ = load_trained(sft_runs / "full")
+    rollout = SIDRollout(tok, build_trie(model, tok, catalogue), num_generations=4, add_target=True)
+    prompt = "Items: " + catalogue.sid("117") + "\nNext:"
+    plain = SIDRollout(tok, rollout.trie, num_generations=4)(
+        [prompt] * 4, SimpleNamespace(accelerator=Accelerator(cpu=True), model_wrapped=model))
+    beams = [decode_sid(tok, ids) for ids in plain["completion_ids"]]
+    missing = next(s for s in catalogue.items_by_sid if s not in beams)
+    trainer = SimpleNamespace(accelerator=Accelerator(cpu=True), model_wrapped=model,
+                              rollout_targets=[beams[1]] * 4 + [missing] * 4)
+    out = rollout([prompt] * 8, trainer)
+    sids = [decode_sid(tok, ids) for ids in out["completion_ids"]]
+    assert sids[:4] == beams  # the target was found: the group is left as the search made it
+    assert sids[4:7] == beams[:3] and sids[7] == missing  # missed: it takes the last place
+    assert rollout.groups == 2 and rollout.groups_with_target_added == 1
+
+
+def test_add_target_gives_every_group_reward_variance(sft_runs, tmp_path):
+    metrics = train(RLConfig(model_path=str(sft_runs / "full"), output_dir=str(tmp_path / "t"), add_target=True,
+                             reward_type="rule", **{**RL, "max_steps": 2}))
+    zero = [h["frac_reward_zero_std"] for h in metrics["log_history"] if "frac_reward_zero_std" in h]
+    assert zero and max(zero) == 0.0
+    assert (tmp_path / "t" / "training.png").stat().st_size > 1000

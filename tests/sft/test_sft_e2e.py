@@ -41,7 +41,7 @@ def test_full_fine_tuning_learns(tmp_path):
                     early_stopping_patience=0, **{**SMALL, "max_train_rows": 1000, "max_valid_rows": 64})
     metrics = train(cfg)
     losses = [h["loss"] for h in metrics["log_history"] if "loss" in h]
-    evals = [e["eval_loss"] for e in metrics["eval_loss_by_epoch"]]
+    evals = [e["eval_loss"] for e in metrics["eval_by_epoch"]]
     assert losses[-1] < losses[0] - 1.0, losses  # nats per token, from ~ln(vocab) at random init
     assert evals[-1] < evals[0], evals
 

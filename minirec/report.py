@@ -1,0 +1,131 @@
+"""One results table for a pipeline: each stage's evaluation beside the baselines.
+
+    python -m minirec.report --runs out/sft_full,out/rl_on_sft --baselines out/baselines --out out/report.md
+
+Reads ``<run>/eval_<split>/metrics.json`` (written by ``evaluate.py``) for every run and
+``<baselines>/<name>/metrics.json`` (``python -m minirec.baselines``) where present, prints one
+table (HR@K, NDCG@K, MRR), and writes a markdown report with PNG plots beside it: HR/NDCG@K by
+system, and each run's own training curves (its ``training.png``). A leaf command: nothing
+imports it.
+"""
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from minirec.cli import Command, run_cli
+from minirec.errors import MinirecError
+from minirec.flags import config_from_flags
+from minirec.io import atomic_path, read_text, write_text
+
+KS = (1, 5, 10, 50)
+BASELINES = ("popularity", "recent_popular", "sasrec")
+
+
+@dataclass
+class ReportConfig:
+    runs: str = ""
+    """Comma-separated run dirs (SFT, then RL, ...), each evaluated with evaluate.py on --split."""
+    names: str = ""
+    """Comma-separated display names for --runs (default: the dir names)."""
+    baselines: str = ""
+    """Dir holding <name>/metrics.json of python -m minirec.baselines runs (optional)."""
+    split: str = "test"
+    """Which evaluation to report."""
+    out: str = "out/report.md"
+    """The markdown report; its PNG plots go beside it."""
+
+    def validate(self) -> None:
+        if self.split not in ("valid", "test"):
+            raise MinirecError(f"--split {self.split!r}: choose valid or test")
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(read_text(path))
+    except (OSError, json.JSONDecodeError) as e:
+        raise MinirecError(f"{path}: cannot read metrics ({e.__class__.__name__}); run the evaluation first")
+
+
+def _items(value: str) -> list[str]:
+    """A comma list -> its non-empty entries."""
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def collect(config: ReportConfig) -> list[tuple[str, dict, Path | None]]:
+    """-> [(name, metrics, run dir or None)] for every run, then every baseline found."""
+    runs = [Path(r) for r in _items(config.runs)]
+    names = _items(config.names) or [r.name for r in runs]
+    if len(names) != len(runs):
+        raise MinirecError(f"--names has {len(names)} entries for {len(runs)} --runs")
+    rows = [(n, _read(r / f"eval_{config.split}" / "metrics.json"), r) for n, r in zip(names, runs)]
+    if config.baselines:
+        for b in BASELINES:
+            path = Path(config.baselines) / b / "metrics.json"
+            if path.is_file():
+                m = _read(path)
+                if config.split in m:
+                    rows.append((b, m[config.split], None))
+    if not rows:
+        raise MinirecError("nothing to report: pass --runs and/or --baselines")
+    return rows
+
+
+def table(rows, ks=KS) -> str:
+    cols = [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")] + ["MRR"]
+    lines = ["| system | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, m, _ in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" if c in m else "–" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows, path, ks=KS) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("HR", "NDCG")):
+        for name, m, _ in rows:
+            have = [k for k in ks if f"{metric}@{k}" in m]
+            ax.plot(have, [m[f"{metric}@{k}"] for k in have], "o-", label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(list(ks), [str(k) for k in ks])
+        ax.set_xlabel("K")
+        ax.set_title(f"{metric}@K")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def report(**flags) -> None:
+    """:func:`main` for Python callers: keyword arguments are the flags of :class:`ReportConfig`."""
+    main(config_from_flags(ReportConfig, flags, "-m minirec.report"))
+
+
+def main(config: ReportConfig) -> None:
+    """One results table (runs beside baselines): printed, and written as markdown with PNG plots."""
+    rows = collect(config)
+    print(table(rows))
+    out = Path(config.out)
+    plot(rows, out.with_name("metrics_by_k.png"))
+    parts = [f"# minirec report ({config.split} split)", "", table(rows), "", "![HR/NDCG@K](metrics_by_k.png)", ""]
+    for name, m, run in rows:
+        if run is not None and (run / "training.png").is_file():
+            png = out.with_name(f"training_{name}.png")
+            shutil.copyfile(run / "training.png", png)
+            parts += [f"## {name}", "", f"`{run}`: {m['rows']} rows, beam {m['num_beams']}, "
+                      f"{m['wall_seconds']:.0f} s to decode", "", f"![{name} training]({png.name})", ""]
+    write_text(out, "\n".join(parts))
+    print(f"wrote {out}")
+
+
+command = Command("-m minirec.report", ReportConfig, main)
+
+if __name__ == "__main__":
+    run_cli(command)
