@@ -126,7 +126,8 @@ def main(events: int = 10_000_000, old_events: int | None = None, old_rev: str =
     result[f"old_over_new_seconds_at_{old_events}"] = round(old["seconds"] / new["seconds"], 2)
     result[f"old_over_new_rss_at_{old_events}"] = round(old["peak_rss_mib"] / new["peak_rss_mib"], 2)
     import pandas
-    result["machine"] = f"{platform.machine()}, {os.cpu_count()} threads, Python {platform.python_version()}, pandas {pandas.__version__}"
+    result["machine"] = (f"{platform.machine()}, {os.cpu_count()} threads, Python {platform.python_version()}, "
+                         f"pandas {pandas.__version__}")
     if not keep:
         shutil.rmtree(work)
     out = ROOT / output

@@ -216,12 +216,16 @@ def _read_jsonl(path):
                 values.append(row.get(cols[key]))
     if cols is None:
         return None, {}
-    text = lambda v: v if v is None or type(v) is str else str(v)  # noqa: E731  (ids and times as the row rules see them)
-    out = {key: np.array([text(v) for v in columns[key]], dtype=object) for key in ("user", "item")}
-    out["timestamp"] = np.array([v if type(v) in (int, float) else text(v) for v in columns["timestamp"]], dtype=object)
+    out = {key: _as_read(columns[key], ()) for key in ("user", "item")}  # ids as the row rules see them: str()
+    out["timestamp"] = _as_read(columns["timestamp"], (int, float))
     if "rating" in columns:
-        out["rating"] = np.array([v if type(v) in (int, float, bool) else text(v) for v in columns["rating"]], dtype=object)
+        out["rating"] = _as_read(columns["rating"], (int, float, bool))
     return cols, out
+
+
+def _as_read(values, numbers):
+    """JSON values -> an object array: None stays, ``numbers`` types stay, anything else becomes str."""
+    return np.array([v if v is None or type(v) is str or type(v) in numbers else str(v) for v in values], dtype=object)
 
 
 def read_events(path) -> Events:
