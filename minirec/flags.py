@@ -146,7 +146,8 @@ def config_from_flags(cls, flags: dict, command: str):
     unknown = [n for n in flags if n not in types]
     if unknown:
         raise _unknown(unknown, cls, command)
-    values = {n: convert(n, types[n][0], v, types[n][1]) for n, v in flags.items()}
+    # From Python, None for a field that cannot hold it means "not given" (the default applies).
+    values = {n: convert(n, types[n][0], v, types[n][1]) for n, v in flags.items() if v is not None or types[n][1]}
     missing = [f.name for f in flag_fields(cls) if f.name not in values and default_of(f) is dataclasses.MISSING]
     if missing:
         raise MinirecError(f"missing required flag(s) --{', --'.join(missing)}; see python {command} --help")

@@ -1,6 +1,7 @@
 """File I/O for every stage: atomic writes (a reader never sees a half-written file) and UTF-8 reads
 with one-line errors."""
 
+import codecs
 import json
 import os
 import tempfile
@@ -45,9 +46,32 @@ def read_text(path) -> str:
     data = Path(path).read_bytes()
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - data.rfind(b"\n", 0, e.start)
-        raise MinirecError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
-                           "save the file as UTF-8")
+    except UnicodeDecodeError:
+        raise utf8_error(path) from None
     return text.removeprefix("\ufeff")
+
+
+def utf8_error(path, chunk: int = 1 << 20) -> MinirecError:
+    """The error for the first byte of ``path`` that is not UTF-8 (file, line, column), found by
+    streaming the file, so readers that read it their own way can name the place too."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, column = 1, 1
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                good = e.object[: e.start]  # starts with the (newline-free) bytes held from the last block
+                if b"\n" in good:
+                    line, column = line + good.count(b"\n"), len(good) - good.rfind(b"\n")
+                else:
+                    column += len(good) - (len(e.object) - len(block))
+                return MinirecError(f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at column "
+                                    f"{column}); save the file as UTF-8")
+            if not block:
+                return MinirecError(f"{path}: cannot be read as UTF-8 text; save the file as UTF-8")
+            if b"\n" in block:
+                line, column = line + block.count(b"\n"), len(block) - block.rfind(b"\n")
+            else:
+                column += len(block)

@@ -198,6 +198,7 @@ def test_spellings(name, argv, field, expected, run_dir, tmp_path):
     ({"lora_r": 1.5, "use_lora": True}, "--lora_r 1.5: expected an integer"),
     ({"learning_rate": 3}, None),
     ({"tasks": ("next_sid", "sid_to_title")}, None),  # Fire's tuple for a comma list
+    ({"tasks": None, "use_lora": None}, None),  # None from Python: not given, the default applies
 ])
 def test_python_values_are_checked_the_same_way(flags, message, tmp_path):
     from minirec.sft import SFTConfig

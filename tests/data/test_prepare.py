@@ -6,6 +6,8 @@ import sys
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minirec.data.prepare import prepare, read_order
 from minirec.errors import MinirecError
@@ -175,3 +177,111 @@ def test_cli_error_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown flag(s) --bogus")
     assert not (tmp_path / "o").exists()
+
+
+def reference(events, kcore, max_history, split, start=None, min_rating=None):
+    """The row-by-row semantics, written plainly: what the vectorised path must reproduce."""
+    users = {}
+    for user, item, time, rating in events:
+        users.setdefault(user, []).append((item, time, rating))
+    users = {u: sorted(evs, key=lambda e: e[1]) for u, evs in users.items()}
+    if start is not None:
+        users = {u: [e for e in evs if e[1] >= start] for u, evs in users.items()}
+    if min_rating is not None:
+        users = {u: [e for e in evs if e[2] is None or e[2] >= min_rating] for u, evs in users.items()}
+    while kcore:
+        counts = Counter(e[0] for evs in users.values() for e in evs)
+        kept = {u: [e for e in evs if counts[e[0]] >= kcore] for u, evs in users.items()}
+        kept = {u: evs for u, evs in kept.items() if len(evs) >= kcore}
+        if kept == users:
+            break
+        users = kept
+    users = {u: evs for u, evs in users.items() if len(evs) >= 2}
+    rows = [(evs[t][1], f"{u}\t{' '.join(e[0] for e in evs[max(0, t - max_history):t])}\t{evs[t][0]}")
+            for u, evs in users.items() for t in range(1, len(evs))]
+    if split == "leave_one_out":
+        out = {"train": [], "valid": [], "test": []}
+        for u in users:
+            mine = [r for _, r in rows if r.startswith(f"{u}\t")]
+            out["test"] += mine[-1:]
+            out["valid"] += mine[-2:-1]
+            out["train"] += mine[:-2]
+        return out
+    ordered = [r for _, r in sorted(rows, key=lambda pair: pair[0])]
+    cut1, cut2 = int(len(ordered) * 0.8), int(len(ordered) * 0.9)
+    return {"train": ordered[:cut1], "valid": ordered[cut1:cut2], "test": ordered[cut2:]}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["u1", "u2", "u3", "ü4", "u5"]), st.sampled_from(list("abcdefg")),
+                          st.integers(0, 12), st.one_of(st.none(), st.integers(1, 5))), min_size=1, max_size=60),
+       st.sampled_from([0, 2, 3]), st.integers(1, 4), st.sampled_from(["chronological_global", "leave_one_out"]),
+       st.sampled_from([None, 4]), st.sampled_from([None, 3]))
+def test_vectorised_prepare_matches_the_row_by_row_rules(tmp_path_factory, events, kcore, max_history, split,
+                                                         start, min_rating):
+    tmp_path = tmp_path_factory.mktemp("prop")
+    items = write_items(tmp_path / "items.json", list("abcdefg"))
+    lines = ["user_id,item_id,timestamp,rating"] + [f"{u},{i},{t},{'' if r is None else r}" for u, i, t, r in events]
+    (tmp_path / "e.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    expected = reference(events, kcore, max_history, split, start, min_rating)
+    try:
+        prepare(out=tmp_path / "o", items=items, interactions=tmp_path / "e.csv", kcore=kcore,
+                max_history=max_history, split=split, start=start, min_rating=min_rating)
+    except MinirecError as e:
+        assert "no user has 2" in str(e) or "too few windows" in str(e), e
+        assert not all(expected.values())
+        return
+    for name, rows in expected.items():
+        assert (tmp_path / "o" / f"{name}.inter").read_text(encoding="utf-8").splitlines()[1:] == rows, name
+
+
+def test_csv_with_iso_dates_quotes_and_padded_ids_reads_like_the_plain_file(tmp_path):
+    items = write_items(tmp_path / "items.json", ["a", "b", "c"])
+    plain = tmp_path / "plain.csv"
+    plain.write_text("user_id,item_id,timestamp\nu1,a,1515024000\nu1,b,1514851200\nu2,c,1514764800\nu2,a,1514937600\n"
+                     "u1,c,1514937600\nu1,b,1514764800\n")
+    fancy = tmp_path / "fancy.csv"  # ISO dates (once per distinct string), quoted and padded ids, a blank line
+    fancy.write_text('user_id,item_id,timestamp\n" u1",a,2018-01-04\nu1,"b ",2018-01-02T00:00:00Z\n\n'
+                     "u2,c,1514764800\nu2,a,2018-01-03\nu1 ,c,2018-01-03T01:00:00+01:00\nu1,b,2018-01-01\n")
+    for path, out in ((plain, "p"), (fancy, "f")):
+        prepare(out=tmp_path / out, items=items, interactions=path, split="leave_one_out")
+    for name in ("train.inter", "valid.inter", "test.inter"):
+        assert (tmp_path / "p" / name).read_bytes() == (tmp_path / "f" / name).read_bytes()
+    assert (tmp_path / "f" / "test.inter").read_text().splitlines()[1:] == ["u1\tb b c\ta", "u2\tc\ta"]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("u1,a,1,5\n\nu1,b,2,x\n", r"e.csv:4: rating 'x' is not a number"),
+    ("u1,a,1,5\nu1,a b,2,5\n", r"e.csv:3: item id 'a b' is empty or contains whitespace"),
+    ("u1,a,1,5\n,b,2,5\n", r"e.csv:3: empty user_id"),
+    ("u1,a,1,5\nu1,b,nan,5\n", r"e.csv:3: timestamp 'nan' is NaN"),
+    ("u1,a,1,5\nu1,b,2018-13-40,5\n", r"e.csv:3: timestamp '2018-13-40' is neither"),
+])
+def test_first_bad_csv_row_is_named_with_its_line(tmp_path, body, message):
+    items = write_items(tmp_path / "items.json", ["a", "b"])
+    (tmp_path / "e.csv").write_text("user_id,item_id,timestamp,rating\n" + body)
+    with pytest.raises(MinirecError, match=message):
+        prepare(out=tmp_path / "o", items=items, interactions=tmp_path / "e.csv")
+
+
+def test_jsonl_errors_name_the_line_and_unrated_events_pass_min_rating(tmp_path):
+    items = write_items(tmp_path / "items.json", ["a", "b", "c"])
+    path = tmp_path / "e.jsonl"
+    path.write_text('{"user_id": "u1", "item_id": "a", "timestamp": 1}\n\n{"user_id": "u1", "item_id": "b", "timestamp": "x"}\n')
+    with pytest.raises(MinirecError, match=r"e.jsonl:3: timestamp 'x'"):
+        prepare(out=tmp_path / "o", items=items, interactions=path)
+    path.write_text("\n".join(json.dumps({"user_id": "u1", "item_id": i, "timestamp": t, "rating": r})
+                              for i, t, r in (("a", 1, None), ("b", 2, 1), ("c", 3, 5), ("a", 4, None), ("c", 5, 4))) + "\n")
+    s = prepare(out=tmp_path / "o", items=items, interactions=path, min_rating=3, split="leave_one_out")
+    assert s["interactions"] == 4  # b (rating 1) goes; events without a rating stay
+
+
+def test_sequences_may_mix_timed_and_bare_users_for_leave_one_out(tmp_path):
+    """Each user's list is one form; users may differ (read by the per-user rules)."""
+    items = write_items(tmp_path / "items.json", ["a", "b", "c"])
+    seqs = tmp_path / "seqs.json"
+    seqs.write_text(json.dumps({"u1": ["a", "b", "c", "a"], "u2": [["b", 5], ["c", 7]]}))
+    prepare(out=tmp_path / "o", items=items, sequences=seqs, split="leave_one_out")
+    assert (tmp_path / "o" / "test.inter").read_text().splitlines()[1:] == ["u1\ta b c\ta", "u2\tb\tc"]
+    with pytest.raises(MinirecError, match="no timestamps; pass --order_from"):
+        prepare(out=tmp_path / "g", items=items, sequences=seqs)
