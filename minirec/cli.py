@@ -55,6 +55,13 @@ def _pick(commands: dict, group: str, argv: list):
     return commands[argv[0]], argv[1:]
 
 
+def _group_help(commands: dict, group: str) -> str:
+    width = max(map(len, commands))
+    return "\n".join([f"usage: python {group} {{{','.join(commands)}}} [--FLAG VALUE ...]", ""]
+                     + [f"  {name:<{width}}  {' '.join(c.summary.split())}" for name, c in commands.items()]
+                     + ["", f"python {group} COMMAND --help lists a command's flags."])
+
+
 def run_cli(command, argv=None, group: str = "") -> None:
     """Run a :class:`Command`, or a dict of sub-command name -> Command (``group``: their common prog)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -67,10 +74,7 @@ def run_cli(command, argv=None, group: str = "") -> None:
             commands = command
             command, argv = _pick(commands, group, argv)
             if command is None:
-                width = max(map(len, commands))
-                _print("\n".join([f"usage: python {group} {{{','.join(commands)}}} [--FLAG VALUE ...]", ""]
-                                  + [f"  {name:<{width}}  {' '.join(c.summary.split())}" for name, c in commands.items()]
-                                  + ["", f"python {group} COMMAND --help lists a command's flags."]))
+                _print(_group_help(commands, group))
                 return
         flags = parse_argv(argv, command.config, command.prog, command.positional)
         if flags is None:

@@ -126,7 +126,7 @@ SPELLINGS = [
     ("sft", ["--freeze_llm", "--use_dora"], None, "--use_dora applies only to LoRA training"),
     ("sft", ["--base_model", "/m", "--tiny_num_layers", "2"], None, "--tiny_num_layers applies only to --base_model"),
     ("sft", ["--deepspeed", "nope.json"], None, "--deepspeed nope.json: no such config file"),
-    ("sft", ["--select_by", "loss", "--select_rows", "10"], None, "--select_rows applies only with --select_by ranking"),
+    ("sft", ["--select_by", "loss", "--select_rows", "10"], None, "--select_rows applies only with --select_by"),
     ("sft", ["--dense", "yes"], None, "--dense True needs --template sids"),
     ("sft", ["--dense", "yes", "--template", "sids", "--adam_beta2", "0.98"], "adam_beta2", 0.98),
     ("sft", ["--lora_dropout", "1.5", "--use_lora"], None, "--lora_dropout 1.5: use a probability"),
