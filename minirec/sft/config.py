@@ -18,7 +18,8 @@ class SFTConfig:
     tasks: str = "all"
     """Comma-separated tasks (see minirec.prompts), or "all" for every task the data supports."""
     template: str = "compact"
-    """Prompt template: "compact" (short, the default) or "instruct" (for instruct-tuned bases)."""
+    """Prompt template: "compact" (short, the default), "instruct" (for instruct-tuned bases) or
+    "sids" (SID tokens only, next_sid only; what --dense needs)."""
     max_history: int = 10
     """Keep at most this many most recent history items in a prompt."""
     cutoff_len: int = 256
