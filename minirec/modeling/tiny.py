@@ -33,6 +33,7 @@ class TinySpec:
     intermediate_size: int = 512
     vocab_size: int = 2048  # BPE merges budget, before SID tokens are added
     max_positions: int = 1024
+    attention_dropout: float = 0.0  # Qwen2's only dropout: on the attention probabilities
     seed: int = 0
 
 
@@ -64,6 +65,7 @@ def build_tiny(out_dir, texts, spec: TinySpec = TinySpec(), extra_tokens=()) -> 
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads,
         max_position_embeddings=spec.max_positions,
+        attention_dropout=spec.attention_dropout,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.eos_token_id,

@@ -39,6 +39,8 @@ class SFTConfig:
     """Hidden size of the tiny model (ignored for other bases)."""
     tiny_num_layers: int = 4
     """Number of layers of the tiny model (ignored for other bases)."""
+    tiny_attention_dropout: float = 0.0
+    """Dropout on the tiny model's attention probabilities (Qwen2 has no other dropout)."""
     sid_init: str = "auto"
     """SID token rows at the start: "auto" (added rows at the mean of the old ones, transformers'
     mean_resizing; the tiny base is built with them, randomly initialised), "mean" or "random"
@@ -169,12 +171,13 @@ class SFTConfig:
                 raise MinirecError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.logging_steps <= 0 or (self.num_epochs <= 0 and self.max_steps <= 0):
             raise MinirecError("--logging_steps and --num_epochs (or --max_steps) must be positive")
-        if not 0 <= self.lora_dropout < 1:
-            raise MinirecError(f"--lora_dropout {self.lora_dropout}: use a probability in [0, 1)")
+        for name in ("lora_dropout", "tiny_attention_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise MinirecError(f"--{name} {getattr(self, name)}: use a probability in [0, 1)")
         only_with(self, ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_rslora", "use_dora"),
                   self.mode in ("lora", "qlora"),
                   f"to LoRA training (--use_lora, --use_qlora or --load_in_8bit), not to {self.mode} training")
-        only_with(self, ("tiny_hidden_size", "tiny_num_layers"), self.base_model == "tiny",
+        only_with(self, ("tiny_hidden_size", "tiny_num_layers", "tiny_attention_dropout"), self.base_model == "tiny",
                   f"to --base_model tiny, not {self.base_model}")
         only_with(self, ("select_rows", "select_beams"), self.select_by == "ranking", "with --select_by ranking")
         if self.deepspeed:
