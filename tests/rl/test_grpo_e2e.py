@@ -38,7 +38,10 @@ def adapter(path):
 
 def test_grpo_step_moves_the_adapter_and_keeps_the_base(sft_runs, tmp_path):
     out = tmp_path / "rl"
-    metrics = train(RLConfig(model_path=str(sft_runs / "lora"), use_lora=True, output_dir=str(out), **RL))
+    # Target-in-group gives every group a positive: with no reward variance and the KL reference
+    # equal to the policy at step 0, a GRPO step has no gradient at all.
+    metrics = train(RLConfig(model_path=str(sft_runs / "lora"), use_lora=True, output_dir=str(out), keep_best=False,
+                             add_target=True, **RL))
     before, after = adapter(sft_runs / "lora"), adapter(out)
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before if "lora_" in k)
@@ -173,3 +176,16 @@ def test_add_target_gives_every_group_reward_variance(sft_runs, tmp_path):
     zero = [h["frac_reward_zero_std"] for h in metrics["log_history"] if "frac_reward_zero_std" in h]
     assert zero and max(zero) == 0.0
     assert (tmp_path / "t" / "training.png").stat().st_size > 1000
+
+
+def test_keep_best_saves_the_policy_of_the_best_valid_evaluation(sft_runs, tmp_path):
+    """The saved adapter is the one of the best-scoring evaluation (ties keep the earliest), not the last."""
+    out = tmp_path / "best"
+    metrics = train(RLConfig(model_path=str(sft_runs / "lora"), use_lora=True, output_dir=str(out),
+                             **{**RL, "max_steps": 2, "eval_steps": 1, "eval_rows": 16, "learning_rate": 5e-2}))
+    scores = [(v["valid_HR@10"] + v["valid_NDCG@10"], v["step"]) for v in metrics["valid_by_step"]]
+    best = max(scores, key=lambda s: (s[0], -s[1]))
+    assert metrics["kept_step"] == best[1]
+    if best[1] == 0:  # the SFT start was best: the saved adapter is the SFT adapter, unchanged
+        before, after = adapter(sft_runs / "lora"), adapter(out)
+        assert all(torch.equal(before[k], after[k]) for k in before)
