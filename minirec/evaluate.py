@@ -52,18 +52,27 @@ def build_trie(model, tokenizer, catalogue) -> SIDTrie:
 @torch.no_grad()
 def rank_sids(model, tokenizer, catalogue, histories, template="compact", max_history=10,
               num_beams=50, batch_size=16, trie=None, progress=True):
-    """For each history: up to ``num_beams`` (SID string, score) pairs, best first."""
+    """For each history: up to ``num_beams`` (SID string, score) pairs, best first.
+
+    Prompts are batched in order of length: the KV cache that beam search expands, extends and
+    reorders holds the padded prompt, and copying it is most of the decoding time (on 2 CPU
+    cores, 5.8 of 11.7 s for 160 rows at beam 50), so less padding is less time.
+    Each row is decoded independently, so the batching does not change any result.
+    """
     trie = trie or build_trie(model, tokenizer, catalogue)
     was_training = model.training
     model.eval()
-    results = []
+    prompts = encode_prompts(tokenizer, [next_sid_prompt(h, catalogue, template, max_history) for h in histories])
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results = [None] * len(prompts)
     try:
-        for start in tqdm(range(0, len(histories), batch_size), desc=f"beam search (K={num_beams})",
+        for start in tqdm(range(0, len(order), batch_size), desc=f"beam search (K={num_beams})",
                           disable=not progress):
-            chunk = histories[start : start + batch_size]
-            prompts = encode_prompts(tokenizer, [next_sid_prompt(h, catalogue, template, max_history) for h in chunk])
-            beams = constrained_beam_search(model, prompts, trie, num_beams, tokenizer.pad_token_id)
-            results += [[(decode_sid(tokenizer, b.tokens), b.score) for b in row] for row in beams]
+            chunk = order[start : start + batch_size]
+            beams = constrained_beam_search(model, [prompts[i] for i in chunk], trie, num_beams,
+                                            tokenizer.pad_token_id)
+            for i, row in zip(chunk, beams):
+                results[i] = [(decode_sid(tokenizer, b.tokens), b.score) for b in row]
     finally:
         model.train(was_training)
     return results
