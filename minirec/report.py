@@ -17,7 +17,8 @@ from pathlib import Path
 from minirec.cli import Command, run_cli
 from minirec.errors import MinirecError
 from minirec.flags import config_from_flags
-from minirec.io import atomic_path, read_text, write_text
+from minirec.io import read_text, write_text
+from minirec.plots import plot_metrics_by_k
 
 KS = (1, 5, 10, 50)
 BASELINES = ("popularity", "recent_popular", "sasrec")
@@ -80,29 +81,6 @@ def table(rows, ks=KS) -> str:
     return "\n".join(lines)
 
 
-def plot(rows, path, ks=KS) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("HR", "NDCG")):
-        for name, m, _ in rows:
-            have = [k for k in ks if f"{metric}@{k}" in m]
-            ax.plot(have, [m[f"{metric}@{k}"] for k in have], "o-", label=name)
-        ax.set_xscale("log")
-        ax.set_xticks(list(ks), [str(k) for k in ks])
-        ax.set_xlabel("K")
-        ax.set_title(f"{metric}@K")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
 def report(**flags) -> None:
     """:func:`main` for Python callers: keyword arguments are the flags of :class:`ReportConfig`."""
     main(config_from_flags(ReportConfig, flags, "-m minirec.report"))
@@ -113,11 +91,11 @@ def main(config: ReportConfig) -> None:
     rows = collect(config)
     print(table(rows))
     out = Path(config.out)
-    plot(rows, out.with_name("metrics_by_k.png"))
+    plot_metrics_by_k([(name, m) for name, m, _ in rows], KS, out.with_name("metrics_by_k.png"))
     parts = [f"# minirec report ({config.split} split)", "", table(rows), "", "![HR/NDCG@K](metrics_by_k.png)", ""]
     for name, m, run in rows:
         if run is not None and (run / "training.png").is_file():
-            png = out.with_name(f"training_{name}.png")
+            png = out.with_name("training_" + "".join(c if c.isalnum() else "_" for c in name) + ".png")
             shutil.copyfile(run / "training.png", png)
             parts += [f"## {name}", "", f"`{run}`: {m['rows']} rows, beam {m['num_beams']}, "
                       f"{m['wall_seconds']:.0f} s to decode", "", f"![{name} training]({png.name})", ""]
