@@ -13,8 +13,8 @@ QUICK="${QUICK:-0}"
 OUT_DIR="${OUT_DIR:-$([[ "$QUICK" == 1 ]] && echo out/quick || echo out)}"
 SFT="$OUT_DIR/sft_full" RL="$OUT_DIR/rl_on_sft" BASE="$OUT_DIR/baselines" DATA="${DATA:-data/Industrial_and_Scientific}"
 if [[ "$QUICK" == 1 ]]; then
-  SFT_ARGS=(EPOCHS=1 --select_rows 300) RL_ARGS=(--max_steps 24 --eval_steps 12 --eval_rows 200)
-  EVAL_ARGS=(MAX_ROWS=1000) SASREC_ARGS=(--max_epochs 3)
+  SFT_ARGS=(EPOCHS=1 --select_rows 300 --greedy_eval_rows 0) RL_ARGS=(--max_steps 24 --eval_steps 12 --eval_rows 200)
+  EVAL_ARGS=(MAX_ROWS=500) SASREC_ARGS=(--max_epochs 3)
 else
   SFT_ARGS=() RL_ARGS=() EVAL_ARGS=() SASREC_ARGS=()
 fi
