@@ -47,7 +47,10 @@ class RankingEval(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs is not None and self.rollout is not None and self.rollout.groups:
-            logs["frac_groups_target_added"] = round(self.rollout.groups_with_target_added / self.rollout.groups, 4)
+            frac = round(self.rollout.groups_with_target_added / self.rollout.groups, 4)
+            logs["frac_groups_target_added"] = frac
+            if state.log_history:  # the Trainer stored a copy of logs before calling us
+                state.log_history[-1]["frac_groups_target_added"] = frac
 
     def on_train_end(self, args, state, control, **kw):
         self.evaluate(state)

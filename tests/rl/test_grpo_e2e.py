@@ -175,6 +175,7 @@ def test_add_target_gives_every_group_reward_variance(sft_runs, tmp_path):
                              reward_type="rule", **{**RL, "max_steps": 2}))
     zero = [h["frac_reward_zero_std"] for h in metrics["log_history"] if "frac_reward_zero_std" in h]
     assert zero and max(zero) == 0.0
+    assert any("frac_groups_target_added" in h for h in metrics["log_history"])
     assert (tmp_path / "t" / "training.png").stat().st_size > 1000
 
 
