@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
 
 from minirec.data import load_dataset
-from minirec.evaluate import build_trie, decode_sid, rank_sids
+from minirec.decoding import build_trie, decode_sid, rank_sids
 from minirec.io import write_json
 from minirec.modeling.loading import load_trained
 from minirec.prompts import next_sid_prompt

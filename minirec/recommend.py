@@ -98,7 +98,7 @@ def main(config: RecommendConfig) -> None:
     history, top_k, sep = config.history, config.top_k, config.sep
     if not config.interactive:
         resolve_history(history, catalogue, sep)  # a typo is reported before the model loads
-    from minirec.evaluate import build_trie, rank_sids
+    from minirec.decoding import build_trie, rank_sids
     from minirec.modeling.loading import load_trained
 
     model, tokenizer, run = load_trained(config.model_path, trust_remote_code=config.trust_remote_code)

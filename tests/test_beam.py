@@ -4,7 +4,7 @@ import torch
 
 from minirec.beam import constrained_beam_search
 from minirec.constrained import SIDTrie
-from minirec.evaluate import build_trie, decode_sid, model_vocab_size
+from minirec.decoding import build_trie, decode_sid, model_vocab_size
 from minirec.prompts import next_sid_prompt
 from minirec.tokenization import encode_prompts
 

@@ -4,7 +4,7 @@ A baseline ranks *items*; minirec's LLM ranks *SIDs*. To compare them on the sam
 ranked item list becomes a SID list (``catalogue.sid(item)``) in which a SID seen before is
 dropped: the items of a collision group share one SID, so the group takes one slot, exactly
 as one SID would in the LLM's beam. Then ``rank_of`` / ``ranking_metrics`` as in
-``minirec.evaluate``.
+``minirec.decoding``.
 """
 
 import time

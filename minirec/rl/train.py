@@ -17,7 +17,7 @@ import torch
 from minirec.data import load_dataset
 from minirec.distributed import single_process_group
 from minirec.errors import MinirecError
-from minirec.evaluate import build_trie, rank_sids
+from minirec.decoding import build_trie, rank_sids
 from minirec.flags import only_with
 from minirec.io import write_json
 from minirec.plots import plot_rl
@@ -27,7 +27,6 @@ from minirec.prompts import next_sid_prompt
 from minirec.rl.config import RLConfig
 from minirec.rl.rewards import build_rewards
 from minirec.run_info import RunInfo, relative_to_run
-from minirec.tokenization import encode_prompts
 
 log = logging.getLogger(__name__)
 

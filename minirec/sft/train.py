@@ -82,7 +82,7 @@ def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
     """The selection search: ranks of the targets of a fixed, evenly spaced valid subset."""
     if config.select_by != "ranking":
         return None
-    from minirec.evaluate import rank_sids
+    from minirec.decoding import rank_sids
     from minirec.metrics import rank_of
 
     rows = valid_rows[:: max(1, len(valid_rows) // config.select_rows)][: config.select_rows]
@@ -218,7 +218,7 @@ def train(config: SFTConfig) -> dict:
         "log_history": trainer.state.log_history,
     }
     if config.greedy_eval_rows > 0:
-        from minirec.evaluate import greedy_next_sid
+        from minirec.decoding import greedy_next_sid
 
         rows = data.split("valid")[: config.greedy_eval_rows]
         acc, _ = greedy_next_sid(trainer.model, tokenizer, catalogue, rows, config.template, config.max_history)

@@ -79,7 +79,7 @@ def test_resume_from_an_rl_checkpoint(sft_runs, tmp_path):
 def test_rollouts_are_distinct_catalogue_sids_in_beam_order(sft_runs, catalogue):
     from accelerate import Accelerator
 
-    from minirec.evaluate import build_trie, decode_sid
+    from minirec.decoding import build_trie, decode_sid
     from minirec.modeling.loading import load_trained
 
     model, tok, _ = load_trained(sft_runs / "full")
@@ -151,7 +151,7 @@ def test_kl_reference_is_the_sft_policy_on_every_path(sft_runs, tmp_path, path):
 def test_target_in_group_puts_the_target_in_every_group(sft_runs, catalogue):
     from accelerate import Accelerator
 
-    from minirec.evaluate import build_trie, decode_sid
+    from minirec.decoding import build_trie, decode_sid
     from minirec.modeling.loading import load_trained
 
     model, tok, _ = load_trained(sft_runs / "full")

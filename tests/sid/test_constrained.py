@@ -68,7 +68,7 @@ def test_logits_processor_masks_only_the_generated_part():
 
 
 def test_greedy_generation_of_an_untrained_model_only_emits_catalogue_sids(tiny_model, catalogue, industrial):
-    from minirec.evaluate import greedy_next_sid
+    from minirec.decoding import greedy_next_sid
 
     model, tok, _ = tiny_model
     rows = industrial.split("valid")[:24]

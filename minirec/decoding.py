@@ -1,0 +1,88 @@
+"""Decoding that every stage shares: SID tries for a model, constrained beam ranking and greedy decoding.
+
+SFT's checkpoint selection, RL's rollouts and valid evaluation, ``evaluate.py`` and
+``minirec.recommend`` all decode through these functions, so each sees the same ranked lists.
+"""
+
+import torch
+from tqdm.auto import tqdm
+
+from minirec.beam import constrained_beam_search
+from minirec.constrained import SIDConstraint, SIDTrie
+from minirec.prompts import next_sid_prompt
+from minirec.tokenization import encode_prompts
+
+
+def model_vocab_size(model) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def decode_sid(tokenizer, token_ids) -> str:
+    """Generated ids -> SID string, stopping at EOS (special tokens dropped)."""
+    out = []
+    for tok in tokenizer.convert_ids_to_tokens(list(token_ids)):
+        if tok in (tokenizer.eos_token, tokenizer.pad_token):
+            break
+        out.append(tok)
+    return "".join(out)
+
+
+def build_trie(model, tokenizer, catalogue) -> SIDTrie:
+    device = next(model.parameters()).device
+    return SIDTrie.from_catalogue(catalogue, tokenizer, model_vocab_size(model)).to(device)
+
+
+@torch.no_grad()
+def rank_sids(model, tokenizer, catalogue, histories, template="compact", max_history=10,
+              num_beams=50, batch_size=16, trie=None, progress=True):
+    """For each history: up to ``num_beams`` (SID string, score) pairs, best first.
+
+    Prompts are batched in order of length: the KV cache that beam search expands, extends and
+    reorders holds the padded prompt, and copying it is most of the decoding time (on 2 CPU
+    cores, 5.8 of 11.7 s for 160 rows at beam 50), so less padding is less time.
+    Each row is decoded independently, so the batching does not change any result.
+    """
+    trie = trie or build_trie(model, tokenizer, catalogue)
+    was_training = model.training
+    model.eval()
+    prompts = encode_prompts(tokenizer, [next_sid_prompt(h, catalogue, template, max_history) for h in histories])
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results = [None] * len(prompts)
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=f"beam search (K={num_beams})",
+                          disable=not progress):
+            chunk = order[start : start + batch_size]
+            beams = constrained_beam_search(model, [prompts[i] for i in chunk], trie, num_beams,
+                                            tokenizer.pad_token_id)
+            for i, row in zip(chunk, beams):
+                results[i] = [(decode_sid(tokenizer, b.tokens), b.score) for b in row]
+    finally:
+        model.train(was_training)
+    return results
+
+
+@torch.no_grad()
+def greedy_next_sid(model, tokenizer, catalogue, rows, template="compact", max_history=10, batch_size=64, trie=None):
+    """Constrained greedy decoding (HF ``generate`` + :class:`SIDConstraint`) -> (accuracy, predictions)."""
+    trie = trie or build_trie(model, tokenizer, catalogue)
+    was_training = model.training
+    model.eval()
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    predictions = []
+    try:
+        for start in tqdm(range(0, len(rows), batch_size), desc="greedy next-SID", leave=False):
+            batch = rows[start : start + batch_size]
+            ids = encode_prompts(tokenizer, [next_sid_prompt(r.history, catalogue, template, max_history) for r in batch])
+            enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(trie.edge_keys.device)
+            width = enc["input_ids"].shape[1]
+            out = model.generate(
+                **enc, max_new_tokens=trie.max_depth + 1, do_sample=False, num_beams=1,
+                logits_processor=[SIDConstraint(trie, width)],
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            )
+            predictions += [decode_sid(tokenizer, seq[width:]) for seq in out]
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    hits = sum(p == catalogue.sid(r.target) for p, r in zip(predictions, rows))
+    return hits / max(len(rows), 1), predictions
