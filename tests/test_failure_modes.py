@@ -267,7 +267,17 @@ RL_VARIANTS = {
 
 
 @pytest.mark.parametrize("name", list(RL_VARIANTS))
-def test_rl_variant_step_moves_the_adapter(name, lora_sft, item_embeddings, tmp_path):
+def test_rl_variant_step_moves_the_adapter(name, lora_sft, item_embeddings, tmp_path, monkeypatch):
+    from minirec.rl import rollout
+
+    args = []
+    trainer_class = rollout.SIDGRPOTrainer
+
+    def recording_trainer(*a, **kw):  # records the GRPOConfig that rl.py actually hands to TRL
+        args.append(kw["args"])
+        return trainer_class(*a, **kw)
+
+    monkeypatch.setattr(rollout, "SIDGRPOTrainer", recording_trainer)
     flags = dict(RL_VARIANTS[name])
     if name == "semantic":
         flags["item_embeddings"] = str(item_embeddings)
@@ -280,5 +290,7 @@ def test_rl_variant_step_moves_the_adapter(name, lora_sft, item_embeddings, tmp_
     logs = {k for h in metrics["log_history"] for k in h}
     if name == "semantic":
         assert any("semantic" in k for k in logs), logs
-    run = json.loads((out / "run.json").read_text())
-    assert run["config"]["loss_type"] == flags.get("loss_type", "grpo") and run["config"]["gspo"] == (name == "gspo")
+    assert len(args) == 1 and args[0].loss_type == flags.get("loss_type", "grpo")
+    assert args[0].importance_sampling_level == ("sequence" if name == "gspo" else "token")
+    if name == "semantic":
+        assert len(args[0].reward_weights) == 2 and sorted(args[0].reward_weights) == [0.5, 1.0]
