@@ -294,3 +294,43 @@ def test_rl_variant_step_moves_the_adapter(name, lora_sft, item_embeddings, tmp_
     assert args[0].importance_sampling_level == ("sequence" if name == "gspo" else "token")
     if name == "semantic":
         assert len(args[0].reward_weights) == 2 and sorted(args[0].reward_weights) == [0.5, 1.0]
+
+
+# --- 1b. RL resume after a real SIGKILL ----------------------------------------------------------
+
+RL_KILL_STEPS = 4
+
+
+def rl_command(model_path, out):
+    return [sys.executable, "rl.py", "--model_path", str(model_path), "--use_lora", "True", "--output_dir", str(out),
+            "--max_prompts", "16", "--num_generations", "4", "--prompts_per_step", "2",
+            "--max_steps", str(RL_KILL_STEPS), "--eval_rows", "0", "--learning_rate", "1e-3", "--report_to", "none",
+            "--save_steps", "1", "--logging_steps", "1", "--add_target", "True", "--keep_best", "False"]
+
+
+def test_rl_resumes_after_sigkill_where_it_stopped(lora_sft, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "info", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    ckpt, state = kill_at_first_checkpoint(rl_command(lora_sft, killed), killed, env)
+    k = state["global_step"]
+    assert 0 < k < RL_KILL_STEPS and not (killed / "run.json").exists()
+
+    resumed = subprocess.run(rl_command(lora_sft, killed) + ["--resume_from_checkpoint", "last"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=600)
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output[-3000:]
+    assert len(train_logs(output)) == RL_KILL_STEPS - k, train_logs(output)  # not a restart from step 0
+    assert f"global step {k}" in output
+    subprocess.run(rl_command(lora_sft, reference), cwd=ROOT, env=env, capture_output=True, check=True, timeout=600)
+    logs = {}
+    for name in ("killed", "reference"):
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics["steps"] == RL_KILL_STEPS
+        logs[name] = {h["step"]: h for h in metrics["log_history"] if "loss" in h}
+    assert sorted(logs["killed"]) == list(range(1, RL_KILL_STEPS + 1)) == sorted(logs["reference"])
+    for s in range(k + 1, RL_KILL_STEPS + 1):
+        got, want = logs["killed"][s], logs["reference"][s]
+        assert got["learning_rate"] == pytest.approx(want["learning_rate"], rel=1e-6), s
+        assert got["reward"] == pytest.approx(want["reward"], rel=1e-5), s
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4, abs=1e-6), s
+    torch.testing.assert_close(adapter(killed), adapter(reference), rtol=1e-4, atol=1e-6)
