@@ -106,7 +106,8 @@ def test_sft_resumes_after_sigkill_where_it_stopped(tmp_path):
     ckpt, state = kill_at_first_checkpoint(sft_command(killed), killed, env)
     k = state["global_step"]
     assert 0 < k < KILL_STEPS and ckpt.name == f"checkpoint-{k}"
-    assert not (killed / "run.json").exists() and (ckpt / "optimizer.pt").is_file() and (ckpt / "scheduler.pt").is_file()
+    assert not (killed / "run.json").exists()  # a killed run is unfinished, so it may be resumed
+    assert (ckpt / "optimizer.pt").is_file() and (ckpt / "scheduler.pt").is_file()
 
     resumed = subprocess.run(sft_command(killed) + ["--resume_from_checkpoint", "last"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=600)
@@ -124,7 +125,8 @@ def test_sft_resumes_after_sigkill_where_it_stopped(tmp_path):
         logs[name] = {h["step"]: h for h in history if "loss" in h}
     assert sorted(logs["killed"]) == list(range(1, KILL_STEPS + 1)) == sorted(logs["reference"])
     # Steps 1..k come from the checkpoint's trainer_state, k+1..N from the second process.
-    assert [h["loss"] for h in state["log_history"] if "loss" in h] == [logs["killed"][s]["loss"] for s in range(1, k + 1)]
+    from_checkpoint = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert from_checkpoint == [logs["killed"][s]["loss"] for s in range(1, k + 1)]
     # Restored scheduler: the lr after the kill is the schedule's (step 1 of the warm-up is 0).
     # Restored optimizer (Adam moments), weights, data order and RNG: identical losses and grad norms.
     for s in range(k + 1, KILL_STEPS + 1):
