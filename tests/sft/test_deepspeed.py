@@ -43,8 +43,11 @@ def test_deepspeed_without_a_launcher_runs_as_one_rank(tmp_path):
 
 
 def test_single_process_group_only_without_a_launcher(monkeypatch):
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(var, raising=False)
+    # A private copy of the environment: what single_process_group writes must not outlive the test
+    # (leaked RANK/WORLD_SIZE/MASTER_PORT make later trainings in this process, and their
+    # subprocesses, set up a process group on a port that is then taken).
+    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in launcher})
     assert single_process_group()
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("0", "1", "0")
     assert os.environ["MASTER_ADDR"] == "127.0.0.1" and int(os.environ["MASTER_PORT"]) > 0
