@@ -4,8 +4,8 @@ The tokenizer is a byte-level BPE trained offline on the catalogue's titles (so 
 tokenize compactly) when a title task needs them, else on the prompt templates alone; the
 catalogue's SID tokens are in the vocabulary from the start, so their rows get the same random
 init as every other row. (Added later, they would start from the mean of the old rows,
-transformers' ``mean_resizing``: 768 near-identical rows, a symmetric start that cost the
-random-init model accuracy; docs/RESULTS.md.) The weights are random. Both are saved as an ordinary Hugging Face
+transformers' ``mean_resizing``: all of them near-identical, a symmetric start for a
+random-init model; docs/RESULTS.md.) The weights are random. Both are saved as an ordinary Hugging Face
 checkpoint, so everything downstream treats ``tiny`` exactly like a local Qwen2.5 path.
 Random weights mean LoRA on ``tiny`` learns little: full fine-tuning is its natural mode.
 """
