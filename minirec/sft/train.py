@@ -90,7 +90,7 @@ def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
 
     def ranks(model):
         ranked = rank_sids(model, tokenizer, catalogue, [r.history for r in rows], config.template,
-                           config.max_history, config.select_beams, batch_size=32, progress=False)
+                           config.max_history, config.select_beams, batch_size=16, progress=False)
         return [rank_of([sid for sid, _ in preds], t) for preds, t in zip(ranked, targets)]
 
     return ranks

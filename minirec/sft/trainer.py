@@ -59,8 +59,11 @@ class Throughput(TrainerCallback):
         dt = max(now - self.last_t, 1e-9)
         samples = (state.global_step - self.last_step) * args.per_device_train_batch_size \
             * args.gradient_accumulation_steps * args.world_size
-        logs["samples_per_second"] = round(samples / dt, 2)
-        logs["tokens_per_second"] = round((state.num_input_tokens_seen - self.last_tokens) / dt, 1)
+        rates = {"samples_per_second": round(samples / dt, 2),
+                 "tokens_per_second": round((state.num_input_tokens_seen - self.last_tokens) / dt, 1)}
+        logs.update(rates)
+        if state.log_history:  # the Trainer stored a copy of logs before the callbacks ran
+            state.log_history[-1].update(rates)
         self.last_t, self.last_step, self.last_tokens = now, state.global_step, state.num_input_tokens_seen
 
     def on_epoch_end(self, args, state, control, **kw):

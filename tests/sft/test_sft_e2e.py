@@ -30,6 +30,7 @@ def test_each_mode_trains_and_saves_a_loadable_run(tmp_path, flags, capsys):
     assert (out / weights).is_file() and (out / "training.png").stat().st_size > 1000
     assert 0.0 <= metrics["greedy_next_sid_accuracy"]["accuracy"] <= 1.0
     assert metrics["tokens_per_second"] > 0
+    assert any(h.get("tokens_per_second", 0) > 0 for h in metrics["log_history"] if "loss" in h)
     model, tok, info = load_trained(out)
     assert info.quantization == ("4bit" if flags.get("use_qlora") else None)
     assert model(input_ids=torch.tensor([[tok.convert_tokens_to_ids("<a_1>")]])).logits.shape[-1] >= len(tok)
