@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -181,7 +182,11 @@ SPELLINGS = [
 
 
 @pytest.mark.parametrize("name, argv, field, expected", SPELLINGS, ids=[" ".join([r[0], *r[1]]) for r in SPELLINGS])
-def test_spellings(name, argv, field, expected, run_dir, tmp_path):
+def test_spellings(name, argv, field, expected, run_dir, tmp_path, monkeypatch):
+    # `--local_rank` is written to LOCAL_RANK; it must not outlive the test (a leaked LOCAL_RANK
+    # makes every later training in this process expect a torch.distributed rendezvous)
+    monkeypatch.setenv("LOCAL_RANK", "unset")  # records the original so teardown restores it
+    monkeypatch.delenv("LOCAL_RANK")
     if field is None:
         with pytest.raises(MinirecError) as e:
             parse(name, argv, run_dir, tmp_path)
@@ -189,6 +194,8 @@ def test_spellings(name, argv, field, expected, run_dir, tmp_path):
     else:
         value = getattr(parse(name, argv, run_dir, tmp_path), field)
         assert value == expected and type(value) is type(expected), value
+        if "--local_rank=0" in argv:
+            assert os.environ.get("LOCAL_RANK") == "0"
 
 
 @pytest.mark.parametrize("flags, message", [
