@@ -46,11 +46,16 @@ class RankingEval(TrainerCallback):
             self.evaluate(state)
 
     def on_log(self, args, state, control, logs=None, **kw):
-        if logs is not None and self.rollout is not None and self.rollout.groups:
-            frac = round(self.rollout.groups_with_target_added / self.rollout.groups, 4)
-            logs["frac_groups_target_added"] = frac
+        r = self.rollout
+        if logs is None or r is None or not r.groups:
+            return
+        fracs = {"frac_groups_target_added": r.groups_with_target_added} if r.add_target else {}
+        if r.refill_pool:
+            fracs = {"frac_groups_refilled": r.groups_refilled, "frac_groups_missed": r.groups_missed}
+        for key, count in fracs.items():
+            logs[key] = round(count / r.groups, 4)
             if state.log_history:  # the Trainer stored a copy of logs before calling us
-                state.log_history[-1]["frac_groups_target_added"] = frac
+                state.log_history[-1][key] = logs[key]
 
     def on_train_end(self, args, state, control, **kw):
         self.evaluate(state)

@@ -46,6 +46,13 @@ class RLConfig:
     add_target: bool = False
     """Target-in-group: when the rollouts miss the target, it replaces the last one, so every
     group holds a positive (MiniOneRec's add_gt)."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: a group whose rollouts all miss the target (zero reward variance
+    under rule/ranking rewards) is replaced by a train prompt whose rollouts hit, drawn on
+    policy, so every step holds informative groups; costs extra rollouts."""
+    refill_rounds: int = 2
+    """Dynamic sampling: rounds of replacement draws per step (each rolls out 2x the missing
+    groups); groups still missing after them stay, with no gradient."""
     reward_type: str = "ranking"
     """rule, ranking, ranking_only, prefix, semantic, or weighted sums like rule:1,prefix:0.5."""
     item_embeddings: str = ""
@@ -123,6 +130,12 @@ class RLConfig:
                 raise MinirecError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.save_steps <= 0 or self.logging_steps <= 0 or (self.num_epochs <= 0 and self.max_steps <= 0):
             raise MinirecError("--save_steps, --logging_steps and --num_epochs (or --max_steps) must be positive")
+        if self.dynamic_sampling and self.add_target:
+            raise MinirecError("--dynamic_sampling and --add_target exclude each other: one replaces groups "
+                               "that miss the target, the other adds the target to them")
+        only_with(self, ("refill_rounds",), self.dynamic_sampling, "with --dynamic_sampling True")
+        if self.refill_rounds < 1:
+            raise MinirecError(f"--refill_rounds must be >= 1, got {self.refill_rounds}")
         if self.use_lora and self.use_qlora:
             raise MinirecError("--use_lora and --use_qlora exclude each other; --use_qlora is LoRA on a 4-bit base")
         only_with(self, ("lora_r", "lora_alpha", "lora_target_modules"), self.use_lora or self.use_qlora,

@@ -8,6 +8,7 @@ beam search per prompt yields its G distinct catalogue SIDs in beam order.
 """
 
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -131,8 +132,10 @@ def train(config: RLConfig) -> dict:
         temperature=config.temperature, disable_dropout=True,
     )
     trie = build_trie(model, tokenizer, catalogue)
+    pool = (train_ds["prompt"], train_ds["target_sid"]) if config.dynamic_sampling else None
     rollout = SIDRollout(tokenizer, trie, config.num_generations, config.beam_search, config.temperature,
-                         config.add_target)
+                         config.add_target, refill_pool=pool, refill_rounds=config.refill_rounds,
+                         seed=config.seed + int(os.environ.get("RANK", "0")))
     ranking = None
     if config.eval_rows:
         valid = data.split("valid")

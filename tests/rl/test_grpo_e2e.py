@@ -170,6 +170,34 @@ def test_target_in_group_puts_the_target_in_every_group(sft_runs, catalogue):
     assert rollout.groups == 2 and rollout.groups_with_target_added == 1
 
 
+def test_dynamic_sampling_swaps_a_missed_group_for_a_pool_prompt_that_hits(sft_runs, catalogue):
+    from accelerate import Accelerator
+
+    from minirec.decoding import build_trie, decode_sid
+    from minirec.modeling.loading import load_trained
+    from minirec.tokenization import encode_prompts
+
+    model, tok, _ = load_trained(sft_runs / "full")
+    trie, cpu = build_trie(model, tok, catalogue), Accelerator(cpu=True)
+    first, other = ("Items: " + catalogue.sid(i) + "\nNext:" for i in ("117", "118"))
+    beams = {}
+    for p in (first, other):
+        out = SIDRollout(tok, trie, num_generations=4)([p] * 4, SimpleNamespace(accelerator=cpu, model_wrapped=model))
+        beams[p] = [decode_sid(tok, ids) for ids in out["completion_ids"]]
+    missing = next(s for s in catalogue.items_by_sid if s not in beams[first])
+    # the pool holds one prompt whose rollouts hit its target (at rank 2) and one that never can
+    pool = ([first, other], [missing, beams[other][2]])
+    rollout = SIDRollout(tok, trie, num_generations=4, refill_pool=pool, refill_rounds=8)
+    targets = [beams[first][0]] * 4 + [missing] * 4
+    trainer = SimpleNamespace(accelerator=cpu, model_wrapped=model, rollout_targets=targets)
+    out = rollout([first] * 8, trainer)
+    sids = [decode_sid(tok, ids) for ids in out["completion_ids"]]
+    assert sids[:4] == beams[first] and out["target_sid"][:4] == [beams[first][0]] * 4  # a hit stays as it was
+    assert sids[4:] == beams[other] and out["target_sid"][4:] == [beams[other][2]] * 4  # a miss is replaced
+    assert out["prompt_ids"][4:] == encode_prompts(tok, [other]) * 4 and out["beam_rank"] == [0, 1, 2, 3] * 2
+    assert (rollout.groups, rollout.groups_refilled, rollout.groups_missed) == (2, 1, 0)
+
+
 def test_add_target_gives_every_group_reward_variance(sft_runs, tmp_path):
     metrics = train(RLConfig(model_path=str(sft_runs / "full"), output_dir=str(tmp_path / "t"), add_target=True,
                              reward_type="rule", **{**RL, "max_steps": 2}))
