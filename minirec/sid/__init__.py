@@ -1,4 +1,6 @@
-"""Semantic IDs: the catalogue (item <-> SID) and the prefix trie that constrains decoding."""
+"""Semantic IDs: the catalogue (item <-> SID, titles, collision groups) and building SIDs from
+item text (embeddings, quantizers, collisions; ``python -m minirec.sid build``). The prefix
+trie that constrains decoding over these SIDs lives in :mod:`minirec.constrained`."""
 
 from minirec.sid.catalogue import Catalogue, clean_text, load_catalogue, sid_string, split_sid
 

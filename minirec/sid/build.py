@@ -26,7 +26,8 @@ from minirec.sid.text import DEFAULT_ENCODER, MAX_CHARS, embed_items
 
 log = logging.getLogger(__name__)
 
-METHODS = ("rqkmeans", "rqkmeans_balanced", "rqvae")
+METHODS = ("rqkmeans", "rqkmeans_balanced", "rqvae", "rqvae_vqp")
+RQVAE_METHODS = ("rqvae", "rqvae_vqp")
 
 
 def index_text(index: dict) -> str:
@@ -41,7 +42,8 @@ class BuildConfig:
     out: str
     """The index.json to write; the report goes beside it as <stem>.report.json."""
     method: str = "rqkmeans"
-    """Quantizer: rqkmeans (residual k-means), rqkmeans_balanced (equal-sized codes) or rqvae."""
+    """Quantizer: rqkmeans (residual k-means), rqkmeans_balanced (equal-sized codes), rqvae (minirec's
+    RQ-VAE) or rqvae_vqp (the same RQ-VAE with vector-quantize-pytorch's ResidualVQ as quantizer)."""
     levels: int = 3
     """SID levels before collision handling (1 to 25)."""
     codebook_size: int = 256
@@ -55,7 +57,7 @@ class BuildConfig:
     reassign_collisions: bool = True
     """Move colliding items to free last-level codes; False resolves collisions with the extra level only."""
     rqvae_epochs: int = 300
-    """Training epochs of the RQ-VAE (--method rqvae only)."""
+    """Training epochs of the RQ-VAE (--method rqvae or rqvae_vqp)."""
     max_chars: int = MAX_CHARS
     """Item text (title + description) is cut to this many characters before embedding."""
 
@@ -70,7 +72,7 @@ class BuildConfig:
         for name in ("rqvae_epochs", "max_chars"):
             if getattr(self, name) < 1:
                 raise MinirecError(f"--{name} {getattr(self, name)}: use a positive integer")
-        only_with(self, ("rqvae_epochs",), self.method == "rqvae", "to --method rqvae")
+        only_with(self, ("rqvae_epochs",), self.method in RQVAE_METHODS, "to --method rqvae or rqvae_vqp")
         if Path(self.out).suffix != ".json":
             raise MinirecError(f"--out {self.out}: the index is a .json file, e.g. data/mydata/index.json")
 
@@ -103,10 +105,14 @@ def main(config: BuildConfig, encode=None) -> dict:
         q = rqkmeans(vectors, levels, codebook_size, seed)
     elif method == "rqkmeans_balanced":
         q = rqkmeans_balanced(vectors, levels, codebook_size, seed)
-    else:
+    elif method == "rqvae":
         from minirec.sid.rqvae import rqvae
 
         q = rqvae(vectors, levels, codebook_size, seed, epochs=config.rqvae_epochs)
+    else:
+        from minirec.sid.rqvae_vqp import rqvae_vqp
+
+        q = rqvae_vqp(vectors, levels, codebook_size, seed, epochs=config.rqvae_epochs)
     t_quant = time.perf_counter()
     resolved = resolve_collisions(q.codes, q.last_residual, q.last_codebook, reassign=config.reassign_collisions)
     t_coll = time.perf_counter()

@@ -14,7 +14,8 @@
 
 Every quantizer returns a :class:`Quantization` whose last-level residuals and codebook let
 :mod:`minirec.sid.collisions` move colliding items to the nearest free last-level code.
-The RQ-VAE lives in :mod:`minirec.sid.rqvae`.
+The RQ-VAEs live in :mod:`minirec.sid.rqvae` (minirec's) and :mod:`minirec.sid.rqvae_vqp`
+(on vector-quantize-pytorch).
 """
 
 import warnings
@@ -90,6 +91,15 @@ def sinkhorn(cost: np.ndarray, epsilon: float = 0.05, iters: int = 50) -> np.nda
 
 
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    """Stable log-sum-exp over ``axis`` of a finite array.
+
+    Why hand-written rather than ``scipy.special.logsumexp`` (scipy is pinned; this module works
+    on numpy arrays): equal to 1e-15 but 2-3x faster. Measured on a 3,686 x 256 float64 log-kernel
+    (Industrial's items x codes), one thread: rows 17-24 ms here vs 37-41 ms scipy, columns
+    11-13 ms vs 30-34 ms (scipy also handles inf, weights and signs, which Sinkhorn never needs).
+    ``torch.logsumexp`` on the same array (zero-copy ``from_numpy``) takes 5-6 ms and halves a
+    50-iteration Sinkhorn (2.1 s -> 1.1 s), but would bring torch into this numpy module.
+    """
     m = a.max(axis=axis, keepdims=True)
     return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
 

@@ -32,12 +32,13 @@ def fake_encode(texts):
     return np.array(out)
 
 
-@pytest.mark.parametrize("method", ["rqkmeans", "rqkmeans_balanced", "rqvae"])
+@pytest.mark.parametrize("method", ["rqkmeans", "rqkmeans_balanced", "rqvae", "rqvae_vqp"])
 def test_build_writes_a_loadable_unique_index_and_a_report(tmp_path, method):
     make_items(tmp_path / "item.json")
     out = tmp_path / "index.json"
     report = build_index(tmp_path / "item.json", out, method=method, levels=2, codebook_size=4, seed=1,
-                         encoder="fake", encode=fake_encode, **({"rqvae_epochs": 5} if method == "rqvae" else {}))
+                         encoder="fake", encode=fake_encode,
+                         **({"rqvae_epochs": 5} if method.startswith("rqvae") else {}))
     cat = load_catalogue(out, tmp_path / "item.json")
     assert len(cat) == 80 and len(cat.items_by_sid) == 80 and list(cat.sids) == [str(i) for i in range(80)]
     assert all(t[0].startswith("<a_") and t[1].startswith("<b_") for t in cat.sids.values())
