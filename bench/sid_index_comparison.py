@@ -3,6 +3,7 @@
     python bench/sid_index_comparison.py                                  # the comparison (~35 min, 1 thread)
     python bench/sid_index_comparison.py --embeddings data/Industrial_rqvae/item_embeddings.npy  # reuse a cache
     python bench/sid_index_comparison.py --quick                          # smoke test (~2 min)
+    python bench/sid_index_comparison.py --eval_rows 1500                 # evaluate the first 1,500 valid rows
     python bench/sid_index_comparison.py --methods rqvae,rqvae_vqp,shipped    # plus the shipped index
 
 Builds Industrial's index with ``python -m minirec.sid build --method rqvae`` and ``--method
@@ -147,12 +148,12 @@ def table(results: dict) -> str:
 
 
 def main(methods="rqvae,rqvae_vqp", epochs=3, rqvae_epochs=300, levels=3, codebook_size=256, seed=42,
-         embeddings="", quick=False, work="", out=""):
+         embeddings="", quick=False, work="", out="", eval_rows=0):
     names = [m.strip() for m in str(methods).split(",") if m.strip()]
     if not names or set(names) - {*BUILT, "shipped"}:
         sys.exit(f"error: --methods {methods}: choose from {', '.join(BUILT)}, shipped")
     s = {"methods": names, "epochs": epochs, "rqvae_epochs": rqvae_epochs, "levels": levels,
-         "codebook_size": codebook_size, "seed": seed, "quick": bool(quick), "eval_rows": 0,
+         "codebook_size": codebook_size, "seed": seed, "quick": bool(quick), "eval_rows": eval_rows,
          "max_train_rows": 0, "max_valid_rows": 0, "select_rows": 1000}
     if quick:
         s.update(QUICK)
