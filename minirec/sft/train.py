@@ -163,7 +163,9 @@ def train(config: SFTConfig) -> dict:
         spec = TinySpec(hidden_size=config.tiny_hidden_size, num_layers=config.tiny_num_layers,
                         intermediate_size=2 * config.tiny_hidden_size, seed=config.seed,
                         attention_dropout=config.tiny_attention_dropout)
-        base_path = prepare_base(config.base_model, out, catalogue, spec, with_titles=bool(TITLE_TASKS & set(tasks)))
+        with args.main_process_first(local=True, desc="base model"):  # rank 0 builds tiny, the others reuse it
+            base_path = prepare_base(config.base_model, out, catalogue, spec,
+                                     with_titles=bool(TITLE_TASKS & set(tasks)))
         model, tokenizer = load_base(base_path, config.quantization, config.trust_remote_code)
         keep_4bit_trainable(model)
         if config.base_model == "tiny" and config.mode in ("lora", "qlora", "freeze"):
