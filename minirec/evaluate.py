@@ -8,7 +8,6 @@ Writes ``predictions.jsonl``, ``metrics.json`` and ``metrics.png`` (atomically) 
 equal a single-process run's (each row is decoded independently).
 """
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from minirec.cli import Command
 from minirec.data import load_dataset
 from minirec.decoding import rank_sids
+from minirec.distributed import process_device, to_process_device, world_size
 from minirec.data.readers import SPLITS
 from minirec.errors import MinirecError
 from minirec.flags import config_from_flags
@@ -28,9 +28,12 @@ from minirec.run_info import RUN_FILE, RunInfo
 
 def _shard(rows):
     """(my rows with their original indices, rank, world) under torchrun; everything otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        device = process_device()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL's collectives run on the current device
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = torch.distributed.get_rank() if world > 1 else 0
     return [(i, r) for i, r in enumerate(rows) if i % world == rank], rank, world
 
@@ -99,8 +102,7 @@ def main(config: EvalConfig) -> dict:
     model, tokenizer, run = load_trained(model_path, trust_remote_code=config.trust_remote_code)
     if config.merge_weights and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    if not getattr(model, "is_quantized", False):
-        model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    to_process_device(model)  # this rank's GPU, or the CPU
     rows = data.split(split)[: config.max_rows or None]
     mine, rank, world = _shard(rows)
 

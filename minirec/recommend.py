@@ -99,11 +99,13 @@ def main(config: RecommendConfig) -> None:
     if not config.interactive:
         resolve_history(history, catalogue, sep)  # a typo is reported before the model loads
     from minirec.decoding import build_trie, rank_sids
+    from minirec.distributed import to_process_device
     from minirec.modeling.loading import load_trained
 
     model, tokenizer, run = load_trained(config.model_path, trust_remote_code=config.trust_remote_code)
     if config.merge_weights and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    to_process_device(model)  # this rank's GPU, or the CPU
     trie = build_trie(model, tokenizer, catalogue)
 
     def answer(hist):

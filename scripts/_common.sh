@@ -1,5 +1,5 @@
 # Sourced by the other scripts. KEY=VALUE arguments become environment overrides
-# (bash scripts/sft_lora.sh DATA=data/Office_Products EPOCHS=1); anything else is passed
+# (bash scripts/sft.sh DATA=data/Office_Products EPOCHS=1); anything else is passed
 # through to the Python entry point as extra flags.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,4 +9,13 @@ for arg in "$@"; do
 done
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+# NPROC=N starts N processes on this machine through torchrun (one per GPU; gloo on CPU);
+# NPROC=1, the default, runs plain python. Multi-node jobs call torchrun themselves.
+NPROC="${NPROC:-1}"
+if [[ ! "$NPROC" =~ ^[1-9][0-9]*$ ]]; then echo "error: NPROC=$NPROC: give a positive process count" >&2; exit 2; fi
+if (( NPROC > 1 )); then
+  LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC")
+else
+  LAUNCH=("$PYTHON")
 fi

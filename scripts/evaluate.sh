@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Constrained beam-search evaluation (HR@K, NDCG@K, MRR) of a run on a split.
+# NPROC=N shards the rows over N processes (torchrun; one GPU each) and merges the metrics.
 source "$(dirname "$0")/_common.sh"
-exec "$PYTHON" evaluate.py \
+exec "${LAUNCH[@]}" evaluate.py \
   --model_path "${MODEL:-out/sft_full}" \
   --split "${SPLIT:-test}" --num_beams "${BEAMS:-50}" --batch_size "${BATCH_SIZE:-16}" \
   --max_rows "${MAX_ROWS:-0}" \

@@ -1,24 +1,6 @@
 #!/usr/bin/env bash
-# The SFT launcher (LoRA by default). Every setting is an environment variable (or KEY=VALUE
-# argument); extra --flags go straight to sft.py. LoRA is meant for pretrained bases: on the
-# random-init tiny default it trains, but learns much less than scripts/sft_full.sh.
-# MODE=use_qlora is scripts/sft_qlora.sh; MODE=full is scripts/sft_full.sh.
-source "$(dirname "$0")/_common.sh"
-MODE="${MODE:-use_lora}"
-exec "$PYTHON" sft.py \
-  --data_dir "${DATA:-data/Industrial_and_Scientific}" \
-  --base_model "${BASE_MODEL:-tiny}" \
-  --output_dir "${OUT:-out/sft_lora}" \
-  $([[ "$MODE" != full ]] && echo "--$MODE True") \
-  --lora_r "${LORA_R:-8}" --lora_alpha "${LORA_ALPHA:-16}" --lora_dropout "${LORA_DROPOUT:-0.05}" \
-  --lora_target_modules "${LORA_TARGET_MODULES:-all}" \
-  --tasks "${TASKS:-next_sid,title_to_sid,sid_to_title}" \
-  --template "${TEMPLATE:-compact}" --dense "${DENSE:-False}" \
-  --batch_size "${BATCH_SIZE:-128}" --micro_batch_size "${MICRO_BATCH_SIZE:-32}" \
-  --learning_rate "${LR:-1e-3}" --num_epochs "${EPOCHS:-3}" \
-  --weight_decay "${WEIGHT_DECAY:-0.0}" --adam_beta2 "${ADAM_BETA2:-0.999}" \
-  --warmup_ratio "${WARMUP_RATIO:-0.03}" --min_lr_ratio "${MIN_LR_RATIO:-0}" \
-  --early_stopping_patience "${PATIENCE:-2}" \
-  --cutoff_len "${CUTOFF_LEN:-256}" --seed "${SEED:-42}" \
-  ${DEEPSPEED:+--deepspeed "$DEEPSPEED"} \
-  "${EXTRA[@]}"
+# LoRA SFT (+ trainable SID rows): scripts/sft.sh with MODE=use_lora. LoRA is meant for pretrained
+# bases: on the random-init tiny default it trains, but learns much less than scripts/sft_full.sh.
+# Every value can be overridden as in scripts/sft.sh (KEY=VALUE, NPROC=N, DEEPSPEED=..., extra --flags).
+export MODE=use_lora OUT="${OUT:-out/sft_lora}"
+exec bash "$(dirname "$0")/sft.sh" "$@"

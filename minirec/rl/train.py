@@ -8,7 +8,6 @@ beam search per prompt yields its G distinct catalogue SIDs in beam order.
 """
 
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +15,8 @@ from pathlib import Path
 import torch
 
 from minirec.data import load_dataset
-from minirec.distributed import single_process_group
+from minirec.distributed import (batch_layout, batch_line, is_main_process, process_device, rank,
+                                  single_process_group, world_size)
 from minirec.errors import MinirecError
 from minirec.decoding import build_trie, rank_sids
 from minirec.flags import only_with
@@ -118,10 +118,15 @@ def train(config: RLConfig) -> dict:
         "prompt": [next_sid_prompt(r.history, catalogue, run.template, run.max_history) for r in rows],
         "target_sid": [catalogue.sid(r.target) for r in rows],
     })
-    step_size = config.prompts_per_step * config.num_generations
-    micro = config.micro_batch_size or step_size
+    # prompts_per_step is global: each rank rolls out whole groups of G (one beam search per
+    # group), and the same prompts in the same order for any process count.
+    step_size, world = config.prompts_per_step * config.num_generations, world_size()
+    micro, accumulation = batch_layout(step_size, config.micro_batch_size or step_size, world,
+                                       multiple_of=config.num_generations, what="--prompts_per_step x --num_generations")
+    if is_main_process():
+        print(batch_line(micro, accumulation, world, "completions"), flush=True)
     args = GRPOConfig(
-        output_dir=str(out), per_device_train_batch_size=micro, gradient_accumulation_steps=step_size // micro,
+        output_dir=str(out), per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
         num_generations=config.num_generations, max_completion_length=16, beta=config.beta,
         loss_type=config.loss_type, importance_sampling_level="sequence" if config.gspo else "token",
         learning_rate=config.learning_rate, num_train_epochs=config.num_epochs, max_steps=config.max_steps,
@@ -131,11 +136,11 @@ def train(config: RLConfig) -> dict:
         report_to=[] if config.report_to in ("", "none") else [config.report_to], remove_unused_columns=False,
         temperature=config.temperature, disable_dropout=True,
     )
-    trie = build_trie(model, tokenizer, catalogue)
+    trie = build_trie(model, tokenizer, catalogue).to(process_device())  # where the Trainer puts the policy
     pool = (train_ds["prompt"], train_ds["target_sid"]) if config.dynamic_sampling else None
     rollout = SIDRollout(tokenizer, trie, config.num_generations, config.beam_search, config.temperature,
                          config.add_target, refill_pool=pool, refill_rounds=config.refill_rounds,
-                         seed=config.seed + int(os.environ.get("RANK", "0")))
+                         seed=config.seed + rank())
     ranking = None
     if config.eval_rows:
         valid = data.split("valid")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from minirec.errors import MinirecError
 from minirec.run_info import check_output_dir
 from minirec.data.readers import check_dataset_dir
-from minirec.distributed import check_deepspeed
+from minirec.deepspeed_config import check_deepspeed, config_path
 from minirec.flags import config_from_flags, only_with
 from minirec.prompts import TEMPLATES
 
@@ -72,9 +72,9 @@ class SFTConfig:
 
     # --- optimisation -----------------------------------------------------------------
     batch_size: int = 128
-    """Global batch size; gradient accumulation = batch_size / (micro_batch_size x devices)."""
+    """Global batch size, the same for any process count: micro batch x accumulation x processes."""
     micro_batch_size: int = 32
-    """Rows per forward pass per device."""
+    """Most rows per forward pass per process; lowered when batch_size / processes needs fewer."""
     learning_rate: float = 3e-4
     """Peak learning rate of the cosine schedule."""
     num_epochs: float = 3
@@ -113,7 +113,8 @@ class SFTConfig:
     resume_from_checkpoint: str = ""
     """A checkpoint dir under output_dir to resume from ("last" = the newest one)."""
     deepspeed: str = ""
-    """DeepSpeed config JSON (e.g. configs/deepspeed/zero2.json), passed to the Trainer."""
+    """DeepSpeed config JSON (configs/deepspeed/zero2.json, zero2_offload.json, zero3.json; configs/README.md
+    says which), passed to the Trainer; checked (path, keys, stage for the mode) before the model loads."""
     logging_steps: int = 10
     """Log loss, samples/s and tokens/s every N steps."""
     report_to: str = "tensorboard"
@@ -180,8 +181,8 @@ class SFTConfig:
         only_with(self, ("tiny_hidden_size", "tiny_num_layers", "tiny_attention_dropout"), self.base_model == "tiny",
                   f"to --base_model tiny, not {self.base_model}")
         only_with(self, ("select_rows", "select_beams"), self.select_by == "ranking", "with --select_by ranking")
-        if self.deepspeed:
-            check_deepspeed(self.deepspeed)
+        if config_path(self.deepspeed):  # --deepspeed, or accelerate launch's DeepSpeed config
+            check_deepspeed(config_path(self.deepspeed), self.quantization)
         check_output_dir(self.output_dir)
         check_dataset_dir(self.data_dir)
 

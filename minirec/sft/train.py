@@ -7,7 +7,6 @@ the adapter (or weights), tokenizer, ``metrics.json``, ``training.png`` and, las
 """
 
 import logging
-import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from minirec.data import load_dataset
 from minirec.data.sequences import user_sequences
-from minirec.distributed import single_process_group
+from minirec.distributed import batch_layout, batch_line, is_main_process, single_process_group, world_size
 from minirec.errors import MinirecError
 from minirec.io import write_json
 from minirec.modeling.adapters import trainable_line, wrap_model
@@ -96,16 +95,15 @@ def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
     return ranks
 
 
-def _training_args(config: SFTConfig, out: Path, world_size: int):
+def _training_args(config: SFTConfig, out: Path, micro: int, accumulation: int):
     import torch
     from transformers import TrainingArguments
 
-    accumulation = max(1, config.batch_size // (config.micro_batch_size * world_size))
     by_steps = config.eval_steps > 0
     return TrainingArguments(
         output_dir=str(out),
-        per_device_train_batch_size=config.micro_batch_size,
-        per_device_eval_batch_size=config.micro_batch_size * 2,
+        per_device_train_batch_size=micro,
+        per_device_eval_batch_size=micro * 2,
         gradient_accumulation_steps=accumulation,
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_epochs,
@@ -147,6 +145,10 @@ def train(config: SFTConfig) -> dict:
     resume = _resolve_resume(config, out)
     if config.deepspeed and single_process_group():
         log.info("--deepspeed without a launcher: running as a single process (rank 0 of 1)")
+    world = world_size()  # torchrun/accelerate set it before any init
+    micro, accumulation = batch_layout(config.batch_size, config.micro_batch_size, world)
+    if is_main_process():
+        print(batch_line(micro, accumulation, world), flush=True)
     data = load_dataset(config.data_dir)
     catalogue = data.catalogue
     tasks = resolve_tasks(config.tasks, catalogue, config.template)
@@ -155,10 +157,15 @@ def train(config: SFTConfig) -> dict:
     set_seed(config.seed)
 
     with _removed_on_failure(out):
+        # Before the model loads: under ZeRO-3 the arguments make from_pretrained partition the
+        # weights as they load (deepspeed.zero.Init) instead of loading a full copy per rank.
+        args = _training_args(config, out, micro, accumulation)
         spec = TinySpec(hidden_size=config.tiny_hidden_size, num_layers=config.tiny_num_layers,
                         intermediate_size=2 * config.tiny_hidden_size, seed=config.seed,
                         attention_dropout=config.tiny_attention_dropout)
-        base_path = prepare_base(config.base_model, out, catalogue, spec, with_titles=bool(TITLE_TASKS & set(tasks)))
+        with args.main_process_first(local=True, desc="base model"):  # rank 0 builds tiny, the others reuse it
+            base_path = prepare_base(config.base_model, out, catalogue, spec,
+                                     with_titles=bool(TITLE_TASKS & set(tasks)))
         model, tokenizer = load_base(base_path, config.quantization, config.trust_remote_code)
         keep_4bit_trainable(model)
         if config.base_model == "tiny" and config.mode in ("lora", "qlora", "freeze"):
@@ -172,8 +179,6 @@ def train(config: SFTConfig) -> dict:
             use_rslora=config.use_rslora, use_dora=config.use_dora,
             gradient_checkpointing=config.gradient_checkpointing,
         )
-        world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun/accelerate set it before any init
-        args = _training_args(config, out, world)
     print(trainable_line(model), flush=True)
 
     train_rows = data.split("train")[: config.max_train_rows or None]
@@ -202,28 +207,39 @@ def train(config: SFTConfig) -> dict:
     eval_by_epoch = [{k: h[k] for k in keys if k in h} for h in trainer.state.log_history if "eval_loss" in h]
     final_eval = trainer.evaluate()  # of the best checkpoint, which load_best_model_at_end restored
 
+    greedy = None
+    if config.greedy_eval_rows > 0:  # on every rank: under ZeRO-3 each forward gathers weights from all ranks
+        from minirec.decoding import greedy_next_sid
+
+        rows = data.split("valid")[: config.greedy_eval_rows]
+        acc, _ = greedy_next_sid(trainer.model, tokenizer, catalogue, rows, config.template, config.max_history)
+        greedy = {"rows": len(rows), "split": "valid", "accuracy": acc}
+    state_dict = None
+    if trainer.is_deepspeed_enabled and trainer.accelerator.deepspeed_plugin.zero_stage == 3:
+        # Every rank joins the layer-by-layer gather; rank 0 receives the full 16-bit weights.
+        state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     if not trainer.is_world_process_zero():
         return {}
-    save_trained(trainer.model, tokenizer, out)
+    save_trained(trainer.model, tokenizer, out, state_dict)
+    print(f"saved the {'adapter' if config.mode != 'full' else 'weights'} to {out} (rank 0 of {world})", flush=True)
     metrics = {
         "train": result.metrics,
         "train_seconds": round(train_seconds, 2),
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(train_seconds, 1e-9), 1),
         "epoch_seconds": callbacks[0].epoch_times,
         "selected_by": args.metric_for_best_model,
+        "processes": world, "global_batch": micro * accumulation * world,
+        "engine": type(trainer.model_wrapped).__name__,  # DeepSpeedEngine under DeepSpeed
         "best_metric": trainer.state.best_metric,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "final_eval": final_eval,
         "eval_by_epoch": eval_by_epoch,
         "log_history": trainer.state.log_history,
     }
-    if config.greedy_eval_rows > 0:
-        from minirec.decoding import greedy_next_sid
-
-        rows = data.split("valid")[: config.greedy_eval_rows]
-        acc, _ = greedy_next_sid(trainer.model, tokenizer, catalogue, rows, config.template, config.max_history)
-        metrics["greedy_next_sid_accuracy"] = {"rows": len(rows), "split": "valid", "accuracy": acc}
-        print(f"constrained greedy next-SID accuracy on {len(rows)} valid rows: {acc:.4f}", flush=True)
+    if greedy:
+        metrics["greedy_next_sid_accuracy"] = greedy
+        print(f"constrained greedy next-SID accuracy on {greedy['rows']} valid rows: {greedy['accuracy']:.4f}",
+              flush=True)
     write_json(out / "metrics.json", metrics)
     plot_training(trainer.state.log_history, out / "training.png")
 
