@@ -11,7 +11,7 @@ exec "${LAUNCH[@]}" rl.py \
   --output_dir "${OUT:-out/rl}" \
   $([[ "$PEFT" != none ]] && echo "--$PEFT True") \
   --num_generations "${NUM_GENERATIONS:-16}" --prompts_per_step "${PROMPTS_PER_STEP:-8}" \
-  --reward_type "${REWARD:-ranking}" --add_target "${ADD_TARGET:-True}" \
+  --reward_type "${REWARD:-ranking}" --add_target "${ADD_TARGET:-False}" --dynamic_sampling "${DYNAMIC_SAMPLING:-True}" \
   --beta "${BETA:-1e-3}" --loss_type "${LOSS:-grpo}" \
   --learning_rate "${LR:-1e-4}" --num_epochs "${EPOCHS:-1}" --max_prompts "${MAX_PROMPTS:-2400}" \
   --eval_steps "${EVAL_STEPS:-100}" --eval_rows "${EVAL_ROWS:-1000}" --seed "${SEED:-42}" \
