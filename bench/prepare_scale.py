@@ -102,8 +102,10 @@ def main(events: int = 10_000_000, old_events: int | None = None, old_rev: str =
     work = Path(workdir or tempfile.mkdtemp(prefix="prepare_scale."))
     work.mkdir(parents=True, exist_ok=True)
     old_module = work / "prepare_old.py"
-    old_module.write_text(subprocess.run(["git", "show", f"{old_rev}:minirec/data/prepare.py"], cwd=ROOT, check=True,
-                                         capture_output=True, text=True).stdout)
+    old_source = subprocess.run(["git", "show", f"{old_rev}:minirec/data/prepare.py"], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout
+    # today's minirec.cli.run_cli takes a command spec, not a function: run the old main with Fire
+    old_module.write_text(old_source.replace("    run_cli(main)", "    import fire\n    fire.Fire(main)"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the old module imports today's minirec (readers, io, cli)
     result = {"events": events, "old_events": old_events, "old_rev": old_rev, "flags": " ".join(FLAGS), "runs": {}}
     sizes = [events] + ([old_events] if old_events != events else [])
