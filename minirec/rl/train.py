@@ -132,7 +132,7 @@ def train(config: RLConfig) -> dict:
         learning_rate=config.learning_rate, num_train_epochs=config.num_epochs, max_steps=config.max_steps,
         reward_weights=weights, logging_steps=config.logging_steps, save_steps=config.save_steps,
         save_total_limit=2, seed=config.seed, bf16=use_bf16(), use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=config.gradient_checkpointing, deepspeed=config.deepspeed or None,
+        activation_checkpointing=config.gradient_checkpointing, deepspeed=config.deepspeed or None,
         report_to=[] if config.report_to in ("", "none") else [config.report_to], remove_unused_columns=False,
         temperature=config.temperature, disable_dropout=True,
     )

@@ -126,7 +126,7 @@ def _training_args(config: SFTConfig, out: Path, micro: int, accumulation: int):
         report_to=[] if config.report_to in ("", "none") else [config.report_to],
         include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,  # transformers 5's name (the old one warns)
         bf16=use_bf16(),
         use_cpu=not torch.cuda.is_available(),
         deepspeed=config.deepspeed or None,
