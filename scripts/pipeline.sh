@@ -3,8 +3,8 @@
 # SFT (the tiny default, full fine-tuning, scripts/sft_full.sh) -> GRPO on top (scripts/rl_full.sh)
 # -> test evaluation of both -> baselines (most-popular, recent-then-popular, SASRec) -> one table,
 # printed and written to $OUT_DIR/report.md with PNG plots.
-#   bash scripts/pipeline.sh            # full: about 30 minutes on 2 CPU cores (sum of the stages' measured times)
-#   bash scripts/pipeline.sh QUICK=1    # every stage on reduced epochs/steps/rows (500 test rows): 237 s measured
+#   bash scripts/pipeline.sh            # full: 1,597 s (27 min) measured on 2 idle CPU cores
+#   bash scripts/pipeline.sh QUICK=1    # every stage on reduced epochs/steps/rows (500 test rows): 237-258 s measured
 # Finished stages are reused (each run dir's run.json / metrics.json marks it done).
 source "$(dirname "$0")/_common.sh"
 bash scripts/setup.sh
