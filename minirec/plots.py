@@ -60,8 +60,9 @@ def plot_rl(log_history, path) -> None:
     def series(key):
         return [(h["step"], h[key]) for h in log_history if key in h]
 
-    panels = [("reward", "reward_std"), ("frac_reward_zero_std", "frac_groups_refilled", "frac_groups_missed"), ("kl",),
-              ("valid_HR@10", "valid_NDCG@10")]
+    panels = [("reward", "reward_std"),
+              ("frac_zero_std_before_refill", "frac_reward_zero_std", "frac_groups_refilled", "frac_groups_target_added"),
+              ("kl",), ("valid_HR@10", "valid_NDCG@10")]
     fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.6))
     for ax, keys in zip(axes, panels):
         for key in keys:

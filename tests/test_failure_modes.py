@@ -270,7 +270,7 @@ RL_VARIANTS = {
 
 @pytest.mark.parametrize("name", list(RL_VARIANTS))
 def test_rl_variant_step_moves_the_adapter(name, lora_sft, item_embeddings, tmp_path, monkeypatch):
-    from minirec.rl import rollout
+    from minirec.rl import trainer as rollout
 
     args = []
     trainer_class = rollout.SIDGRPOTrainer

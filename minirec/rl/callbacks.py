@@ -1,70 +1,156 @@
 """What tells a user whether RL works, and keeps the policy that worked best.
 
-:class:`RankingEval` decodes a fixed valid subset with the current policy at the start, every
-``eval_steps`` and at the end, logs HR@10 / NDCG@10 / MRR beside TRL's reward, reward std,
-KL and zero-std fraction, and (``keep_best``) keeps a copy of the trainable weights with the
-best valid NDCG@10 + HR@10; at the end those weights are put back, as SFT's best-checkpoint
-selection does. The copy holds only the trainable tensors (an adapter, or a full small model).
+:class:`RankingEval` decodes a fixed set of valid rows with the current policy at the start,
+every ``eval_steps`` and at the end, and logs HR@10 / NDCG@10 / MRR beside TRL's reward, KL and
+zero-std fraction and the rollout's dynamic-sampling fractions. The rows are split across
+processes and the ranks gathered, so N processes evaluate N times faster, not N times.
+
+Keep-best: a later policy replaces the start only when its paired gain in HR@10 + NDCG@10 over
+the start, row by row on the same valid rows, exceeds ``margin`` standard errors of that gain;
+among the policies that pass, the best score wins. So a kept policy is better than its start
+beyond noise, and a run whose steps all fall within noise ships its start. The kept weights
+live on disk (``best_policy.safetensors`` in the output dir, written by the main process only,
+no copy in host memory), and every checkpoint carries them with this callback's state and the
+rollout's generator, so ``--resume_from_checkpoint`` keeps a best found before a crash.
 """
 
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
 from transformers import TrainerCallback
 
+from minirec.distributed import rank, world_size
+from minirec.io import write_json
 from minirec.metrics import rank_of, ranking_metrics
+
+BEST = "best_policy.safetensors"
+STATE = "minirec_rl_state.json"
+
+
+def row_scores(ranks) -> list[float]:
+    """Per-row HR@10 + NDCG@10: the quantity keep-best compares, row by row."""
+    return [(1.0 + 1 / math.log2(r + 2)) if r is not None and r < 10 else 0.0 for r in ranks]
+
+
+def paired_gain(scores, start) -> tuple[float, float]:
+    """Mean and standard error of the row-by-row difference ``scores - start``."""
+    diffs = [a - b for a, b in zip(scores, start)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)
+    return mean, math.sqrt(var / n)
 
 
 class RankingEval(TrainerCallback):
-    def __init__(self, rank_fn, rows, catalogue, eval_steps, keep_best=True, rollout=None):
+    def __init__(self, rank_fn, rows, catalogue, eval_steps, keep_best=True, rollout=None, output_dir=".",
+                 margin=1.0):
         """``rank_fn(model, histories)`` -> ranked (sid, score) lists for ``rows``."""
         self.rank_fn, self.rows, self.catalogue = rank_fn, rows, catalogue
-        self.eval_steps, self.keep_best, self.rollout = eval_steps, keep_best, rollout
+        self.eval_steps, self.keep_best, self.rollout, self.margin = eval_steps, keep_best, rollout, margin
+        self.out = Path(output_dir)
         self.trainer = None  # set once the trainer exists
-        self.last_step = None
-        self.best = None  # (score, step, {name: tensor})
-        self.history = []
+        self.history, self.start, self.best = [], None, None  # best: {"step", "score"}
+
+    def _ranks(self, model):
+        """Each process decodes every world_size-th row; all processes get every row's rank."""
+        from accelerate.utils import gather_object
+
+        mine = list(range(rank(), len(self.rows), world_size()))
+        ranked = self.rank_fn(model, [self.rows[i].history for i in mine]) if mine else []
+        pairs = [(i, rank_of([s for s, _ in preds], self.catalogue.sid(self.rows[i].target)))
+                 for i, preds in zip(mine, ranked)]
+        if world_size() > 1:
+            pairs = gather_object(pairs)
+        by_row = dict(pairs)
+        return [by_row[i] for i in range(len(self.rows))]
 
     def evaluate(self, state):
-        if self.last_step == state.global_step:  # already evaluated at this step
+        if self.history and self.history[-1]["step"] == state.global_step:  # already evaluated here
             return
-        self.last_step = state.global_step
         model = self.trainer.model
-        ranked = self.rank_fn(model, [r.history for r in self.rows])
-        ranks = [rank_of([s for s, _ in preds], self.catalogue.sid(r.target)) for preds, r in zip(ranked, self.rows)]
+        ranks = self._ranks(model)
         m = ranking_metrics(ranks, ks=(10,))
+        scores = row_scores(ranks)
         logs = {"valid_HR@10": m["HR@10"], "valid_NDCG@10": m["NDCG@10"], "valid_MRR": m["MRR"]}
+        if self.start is None:
+            self.start = scores
+        gain, se = paired_gain(scores, self.start)
+        logs.update({"valid_gain_vs_start": round(gain, 6), "valid_gain_se": round(se, 6)})
         self.history.append({"step": state.global_step, **logs})
         self.trainer.log(logs)
-        score = m["HR@10"] + m["NDCG@10"]
-        if self.keep_best and (self.best is None or score > self.best[0]):
-            weights = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-            self.best = (score, state.global_step, weights)
+        score = sum(scores) / len(scores)
+        passes = state.global_step == self.history[0]["step"] or gain > self.margin * se
+        if self.keep_best and passes and (self.best is None or score > self.best["score"]):
+            self.best = {"step": state.global_step, "score": score}
+            if self.trainer.is_world_process_zero():
+                self._write_best(model)
+
+    def _write_best(self, model):
+        from safetensors.torch import save_file
+
+        tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        tmp = self.out / (BEST + ".tmp")
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp))
+        os.replace(tmp, self.out / BEST)
 
     def on_train_begin(self, args, state, control, **kw):
-        self.evaluate(state)  # the starting point, so every curve has its baseline
+        if not self.history:  # the starting point, so every curve has its baseline (a resumed run has it)
+            self.evaluate(state)
 
     def on_step_end(self, args, state, control, **kw):
         if self.eval_steps and state.global_step % self.eval_steps == 0:
             self.evaluate(state)
 
     def on_log(self, args, state, control, logs=None, **kw):
-        r = self.rollout
-        if logs is None or r is None or not r.groups:
+        if logs is None or self.rollout is None:
             return
-        fracs = {"frac_groups_target_added": r.groups_with_target_added} if r.add_target else {}
-        if r.refill_pool:
-            fracs = {"frac_groups_refilled": r.groups_refilled, "frac_groups_missed": r.groups_missed}
-        for key, count in fracs.items():
-            logs[key] = round(count / r.groups, 4)
-            if state.log_history:  # the Trainer stored a copy of logs before calling us
-                state.log_history[-1][key] = logs[key]
+        fracs = self.rollout.pop_stats()
+        logs.update(fracs)
+        if state.log_history:  # the Trainer stored a copy of logs before calling us
+            state.log_history[-1].update(fracs)
 
     def on_train_end(self, args, state, control, **kw):
         self.evaluate(state)
 
+    # --- resume: what a checkpoint must carry besides TRL's own state --------------------------
+
+    def on_save(self, args, state, control, **kw):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.rollout is not None:
+            rng = self.rollout.rng.get_state().tolist()
+            write_json(ckpt / f"minirec_rollout_rank{rank()}.json", {"rng": rng})
+        if self.trainer.is_world_process_zero():
+            if self.best and (self.out / BEST).exists():
+                shutil.copyfile(self.out / BEST, ckpt / BEST)
+            write_json(ckpt / STATE, {"history": self.history, "start": self.start, "best": self.best})
+
+    def load_state(self, checkpoint) -> None:
+        """Take up the evaluations, best policy and rollout generator saved with ``checkpoint``."""
+        ckpt = Path(checkpoint)
+        rollout_file = ckpt / f"minirec_rollout_rank{rank()}.json"
+        if self.rollout is not None and rollout_file.exists():
+            state = json.loads(rollout_file.read_text())["rng"]
+            self.rollout.rng.set_state(torch.tensor(state, dtype=torch.uint8))
+        if not (ckpt / STATE).exists():
+            return
+        saved = json.loads((ckpt / STATE).read_text())
+        self.history, self.start, self.best = saved["history"], saved["start"], saved["best"]
+        if self.best and (ckpt / BEST).exists() and self.trainer.is_world_process_zero():
+            shutil.copyfile(ckpt / BEST, self.out / BEST)
+
     def restore_best(self) -> int | None:
-        """Put the best weights back into the model; returns their step (None: nothing kept)."""
-        if self.best is None:
+        """Put the kept weights back into the model; returns their step (None: nothing kept)."""
+        if not self.keep_best or self.best is None:
             return None
+        from safetensors.torch import load_file
+
         params = dict(self.trainer.model.named_parameters())
-        for name, value in self.best[2].items():
+        for name, value in load_file(str(self.out / BEST)).items():
             params[name].data.copy_(value.to(params[name].device))
-        return self.best[1]
+        (self.out / BEST).unlink()  # the kept weights are saved with the run itself
+        return self.best["step"]

@@ -10,6 +10,7 @@ from minirec.rl.rewards import parse_reward_spec
 from minirec.run_info import RunInfo, check_output_dir
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
+PROMPT_ORDERS = ("random", "recent")
 
 
 @dataclass
@@ -20,7 +21,11 @@ class RLConfig:
     data_dir: str = ""
     """Dataset dir; default: the one recorded in the run. Its index.json must be the run's."""
     max_prompts: int = 0
-    """Train on the first N train rows only (0 = all)."""
+    """Train on N train rows (0 = all of them), chosen by --prompt_order."""
+    prompt_order: str = "random"
+    """Which N rows: random (a seeded uniform sample of the whole train split) or recent (the N
+    rows with the latest targets; train files are in target-time order). Dynamic sampling draws
+    its replacements from the same rows."""
 
     # --- policy -----------------------------------------------------------------------
     use_lora: bool = False
@@ -47,12 +52,13 @@ class RLConfig:
     """Target-in-group: when the rollouts miss the target, it replaces the last one, so every
     group holds a positive (MiniOneRec's add_gt)."""
     dynamic_sampling: bool = False
-    """DAPO's dynamic sampling: a group whose rollouts all miss the target (zero reward variance
-    under rule/ranking rewards) is replaced by a train prompt whose rollouts hit, drawn on
-    policy, so every step holds informative groups; costs extra rollouts."""
+    """DAPO's dynamic sampling: a group whose rewards are all equal (zero advantage: under
+    rule/ranking rewards, every rollout misses the target) is replaced by a train prompt whose
+    group's rewards vary, drawn on policy without replacement within a step, so every step holds
+    informative groups; costs extra rollouts."""
     refill_rounds: int = 2
     """Dynamic sampling: rounds of replacement draws per step (each rolls out 2x the missing
-    groups); groups still missing after them stay, with no gradient."""
+    groups); groups whose rewards still do not vary after them stay, with no gradient."""
     reward_type: str = "ranking"
     """rule, ranking, ranking_only, prefix, semantic, or weighted sums like rule:1,prefix:0.5."""
     item_embeddings: str = ""
@@ -88,7 +94,11 @@ class RLConfig:
     eval_rows: int = 1000
     """Valid rows (evenly spaced, the same every run) for the in-training ranking evaluation (0 = skip it)."""
     keep_best: bool = True
-    """Save the policy with the best valid HR@10 + NDCG@10 seen at the ranking evaluations, not the last."""
+    """Save the policy with the best valid HR@10 + NDCG@10 seen at the ranking evaluations, not the
+    last; a policy replaces the start only when its gain over it exceeds --keep_margin standard errors."""
+    keep_margin: float = 1.0
+    """Keep-best: standard errors of the row-by-row (paired) valid gain over the start that a later
+    policy must exceed to be kept; 0 keeps any policy that scores higher."""
     save_steps: int = 100
     """Checkpoint every N steps (for --resume_from_checkpoint)."""
     resume_from_checkpoint: str = ""
@@ -130,6 +140,10 @@ class RLConfig:
                 raise MinirecError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.save_steps <= 0 or self.logging_steps <= 0 or (self.num_epochs <= 0 and self.max_steps <= 0):
             raise MinirecError("--save_steps, --logging_steps and --num_epochs (or --max_steps) must be positive")
+        if self.prompt_order not in PROMPT_ORDERS:
+            raise MinirecError(f"--prompt_order {self.prompt_order!r}: choose one of {', '.join(PROMPT_ORDERS)}")
+        if self.keep_margin < 0:
+            raise MinirecError(f"--keep_margin must be >= 0, got {self.keep_margin}")
         if self.dynamic_sampling and self.add_target:
             raise MinirecError("--dynamic_sampling and --add_target exclude each other: one replaces groups "
                                "that miss the target, the other adds the target to them")

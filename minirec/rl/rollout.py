@@ -1,55 +1,50 @@
-"""Rollouts for GRPO on SIDs, and what TRL needs to see of a PEFT policy.
+"""Rollouts for GRPO on SIDs: TRL's ``rollout_func``, with target-in-group and dynamic sampling.
 
-* :class:`SIDRollout` is TRL's ``rollout_func``: one constrained beam search per prompt group
-  gives its G distinct catalogue SIDs in beam order (or G constrained samples). With
-  ``add_target`` the group's target replaces the last rollout when the search missed it, so
-  every group holds a positive (MiniOneRec's ``add_gt``): without it about three groups in
-  four have no hit, zero reward variance and no gradient (docs/RESULTS.md). With
-  ``dynamic_sampling`` (DAPO's idea, on policy) a group whose rollouts miss its target is
-  instead replaced by another train prompt whose rollouts hit: TRL samples the batch before
-  any rollout and has no hook to swap prompts, so the rollout does it and hands TRL the new
-  prompt ids and targets (``target_sid`` in its output overrides the dataset column).
-* :class:`SIDGRPOTrainer`: TRL hands ``rollout_func`` the prompts only; the subclass passes the
-  batch's ``target_sid`` column along, which target-in-group needs (a prompt's text cannot
-  stand for its target: the same history has different targets).
-* :func:`expose_adapted_lm_head`: TRL's fused LM head must see PEFT's trainable SID rows.
+:class:`SIDRollout` gets the prompts of a step as consecutive groups of G copies; each group
+gets the G best catalogue SIDs of one constrained beam search (or G constrained samples).
+
+* ``add_target`` (MiniOneRec's ``add_gt``): when the rollouts miss the target, it replaces the
+  last one, so every group holds a positive.
+* Dynamic sampling (DAPO, arXiv 2503.14476, on policy): a group whose rewards are all equal has
+  zero advantage everywhere and teaches nothing, so it is replaced by a prompt drawn from the
+  refill pool whose group's rewards do vary. The test is on the rewards themselves, for every
+  reward type and rollout mode (a sampled group whose G samples are all the target is as empty
+  as one that misses it; a prefix-reward group that misses can still carry signal). Within a
+  step, replacements are drawn without replacement. TRL samples the batch before any rollout
+  and has no hook to swap prompts, so the rollout does it and hands TRL the new prompt ids and
+  targets (``target_sid`` in its output overrides the dataset column in the reward inputs).
+
+Counters since the last log (:meth:`SIDRollout.pop_stats`): the zero-variance fraction before
+and after the selection, and the fraction of groups replaced. TRL's own ``frac_reward_zero_std``
+is measured after the selection, so it says what the update saw, not what the policy produced.
 """
 
+from collections import Counter
+
 import torch
-from trl import GRPOTrainer
 
 from minirec.beam import constrained_beam_search, constrained_sample
 from minirec.errors import MinirecError
 from minirec.tokenization import encode_prompts
 
 
-class SIDGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose rollout function can read the targets of the rows being rolled out."""
-
-    rollout_targets: list | None = None
-
-    def _generate_and_score_completions(self, inputs):
-        self.rollout_targets = [x.get("target_sid") for x in inputs]
-        try:
-            return super()._generate_and_score_completions(inputs)
-        finally:
-            self.rollout_targets = None
-
-
 class SIDRollout:
-    """TRL ``rollout_func``: prompts arrive as consecutive groups of G copies; each group gets
-    the G best catalogue SIDs of one beam search (or G constrained samples), in rank order."""
+    """TRL ``rollout_func``: each group of G prompt copies gets G catalogue SIDs, in rank order."""
 
     def __init__(self, tokenizer, trie, num_generations, beam_search=True, temperature=1.0, add_target=False,
-                 refill_pool=None, refill_rounds=2, seed=0):
+                 refill_pool=None, refill_rounds=2, group_rewards=None, seed=0):
+        """``refill_pool`` = (prompts, target SIDs) turns dynamic sampling on; it then needs
+        ``group_rewards(completions, targets, beam_rank) -> rewards``, the weighted reward that
+        TRL will compute, to tell which groups carry signal."""
+        if refill_pool is not None and group_rewards is None:
+            raise ValueError("dynamic sampling needs group_rewards to tell which groups' rewards vary")
         self.tokenizer, self.trie, self.G = tokenizer, trie, num_generations
         self.beam_search, self.temperature, self.add_target = beam_search, temperature, add_target
-        # Dynamic sampling: (prompts, target SIDs) to draw replacements from, and how many
-        # rounds of draws (each one rollout of 2x the missing groups) a step may spend.
-        self.refill_pool, self.refill_rounds = refill_pool, refill_rounds
+        # Dynamic sampling: where replacements come from, and how many rounds of draws (each one
+        # rollout of 2x the missing groups) a step may spend, so every rank's step is bounded.
+        self.refill_pool, self.refill_rounds, self.group_rewards = refill_pool, refill_rounds, group_rewards
         self.rng = torch.Generator().manual_seed(seed)
-        self.groups = self.groups_with_target_added = 0  # for the log: how often the search missed
-        self.groups_refilled = self.groups_missed = 0
+        self.stats = Counter()
 
     def _target_tokens(self, sid):
         return tuple(self.tokenizer(sid, add_special_tokens=False)["input_ids"])
@@ -59,25 +54,53 @@ class SIDRollout:
             groups = constrained_beam_search(model, prompt_ids, self.trie, self.G, self.tokenizer.pad_token_id)
         else:
             groups = constrained_sample(model, prompt_ids, self.trie, self.G, self.tokenizer.pad_token_id,
-                                        self.temperature)
+                                        self.temperature)  # the global RNG, which the Trainer checkpoints
         return [[b.tokens for b in beams] for beams in groups]
 
+    def informative(self, sequences, target) -> bool:
+        """Whether a group of G rollouts gets rewards that are not all equal (a non-zero advantage)."""
+        if len(sequences) < self.G:
+            return False
+        completions = self.tokenizer.batch_decode([list(s) for s in sequences[: self.G]], skip_special_tokens=True)
+        rewards = self.group_rewards(completions, [target] * self.G, list(range(self.G)))
+        return max(rewards) - min(rewards) > 1e-9
+
     def _refill(self, model, sequences, group_prompts, group_targets):
-        """Replace groups that miss their target by pool prompts whose rollouts hit (in place)."""
-        missing = [g for g, t in enumerate(group_targets) if self._target_tokens(t) not in sequences[g]]
-        self.groups += len(sequences)
+        """Replace the groups whose rewards do not vary by pool prompts whose rewards do (in place)."""
+        empty = [g for g, (s, t) in enumerate(zip(sequences, group_targets)) if not self.informative(s, t)]
+        self.stats["groups"] += len(sequences)
+        self.stats["zero_std_before"] += len(empty)
+        prompts, targets = self.refill_pool
+        order = torch.randperm(len(prompts), generator=self.rng).tolist()  # no prompt twice in a step
         for _ in range(self.refill_rounds):
-            if not missing:
+            if not empty or not order:
                 break
-            prompts, targets = self.refill_pool
-            draw = torch.randint(len(prompts), (2 * len(missing),), generator=self.rng).tolist()
+            draw, order = order[: 2 * len(empty)], order[2 * len(empty):]
             ids = encode_prompts(self.tokenizer, [prompts[i] for i in draw])
             for i, cand_ids, seqs in zip(draw, ids, self._rollouts(model, ids)):
-                if missing and len(seqs) >= self.G and self._target_tokens(targets[i]) in seqs:
-                    g = missing.pop(0)
+                if empty and self.informative(seqs, targets[i]):
+                    g = empty.pop(0)
                     sequences[g], group_prompts[g], group_targets[g] = seqs, cand_ids, targets[i]
-                    self.groups_refilled += 1
-        self.groups_missed += len(missing)
+                    self.stats["refilled"] += 1
+        self.stats["zero_std_after"] += len(empty)
+
+    def _add_targets(self, sequences, group_targets):
+        for g, target in enumerate(group_targets):
+            want = self._target_tokens(target)
+            self.stats["groups"] += 1
+            if want not in sequences[g] and len(sequences[g]) >= self.G:
+                sequences[g][self.G - 1] = want
+                self.stats["target_added"] += 1
+
+    def pop_stats(self) -> dict:
+        """Fractions of the groups rolled out since the last call (then the counters restart)."""
+        stats, self.stats = self.stats, Counter()
+        if not stats["groups"]:
+            return {}
+        names = {"target_added": "frac_groups_target_added", "zero_std_before": "frac_zero_std_before_refill",
+                 "refilled": "frac_groups_refilled", "zero_std_after": "frac_zero_std_after_refill"}
+        keys = ["target_added"] if self.add_target else ["zero_std_before", "refilled", "zero_std_after"]
+        return {names[k]: round(stats[k] / stats["groups"], 4) for k in keys}
 
     def __call__(self, prompts, trainer):
         from trl.models.utils import unwrap_model_for_generation
@@ -100,12 +123,7 @@ class SIDRollout:
                 self._refill(model, sequences, group_prompts, group_targets)
             model.train(was_training)
         if self.add_target:
-            for g, s in enumerate(starts):
-                want = self._target_tokens(targets[s])
-                self.groups += 1
-                if want not in sequences[g] and len(sequences[g]) >= self.G:
-                    sequences[g][self.G - 1] = want
-                    self.groups_with_target_added += 1
+            self._add_targets(sequences, group_targets)
         completion_ids, group, row_group = [], -1, []
         for i in range(n):
             group += i in starts
@@ -119,42 +137,3 @@ class SIDRollout:
         if self.refill_pool:  # the rewards must score the replacement prompts' targets
             out["target_sid"] = [group_targets[g] for g in row_group]
         return out
-
-
-class _AdaptedHead(torch.nn.Module):
-    """What TRL's fused LM head should see: the output projection *with* PEFT's trainable SID rows.
-
-    TRL computes per-token log-probs by reading ``get_output_embeddings().weight`` directly
-    (never calling the module), which would silently use the LM head without the SID rows that
-    SFT trained and RL keeps training. This view returns the merged weight, or the base weight
-    while adapters are disabled (TRL's KL reference), so gradients reach the trainable rows.
-    """
-
-    def __init__(self, layer):
-        super().__init__()
-        self._layer = [layer]  # a list: not registered as a submodule (no double counting/saving)
-
-    @property
-    def weight(self):
-        layer = self._layer[0]
-        base = layer.base_layer.weight
-        if layer.disable_adapters or not layer.active_adapters or layer.merged:
-            return base
-        return layer.get_merged_weights(layer.active_adapters)
-
-    @property
-    def bias(self):
-        return getattr(self._layer[0].base_layer, "bias", None)
-
-
-def expose_adapted_lm_head(peft_model) -> None:
-    """Point the base model's ``get_output_embeddings`` at :class:`_AdaptedHead` when the LM head
-    carries trainable SID rows (tied or untied); a plain LM head is left alone."""
-    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
-
-    base = peft_model.get_base_model()
-    head = base.get_output_embeddings()
-    layer = getattr(head, "token_adapter", head)
-    if isinstance(layer, TrainableTokensLayer):
-        view = _AdaptedHead(layer)
-        base.get_output_embeddings = lambda: view

@@ -87,12 +87,41 @@ def sync_reference_adapter(model) -> int:
     return copied
 
 
+def select_prompt_rows(rows, max_prompts: int, order: str, seed: int) -> list:
+    """The train rows RL rolls out (and dynamic sampling refills from), in file order.
+
+    ``random``: a seeded uniform sample of the whole split; ``recent``: the rows with the latest
+    targets (train files are in target-time order). Either way, all rows when ``max_prompts`` is 0.
+    """
+    if not max_prompts or max_prompts >= len(rows):
+        return list(rows)
+    if order == "recent":
+        return list(rows[-max_prompts:])
+    picked = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:max_prompts]
+    return [rows[i] for i in sorted(picked.tolist())]
+
+
+def weighted_reward(funcs, weights):
+    """The reward TRL will give each completion (its weighted sum), for dynamic sampling's filter."""
+
+    def score(completions, targets, beam_rank):
+        total = [0.0] * len(completions)
+        for func, weight in zip(funcs, weights):
+            values = func(completions=completions, target_sid=targets, beam_rank=beam_rank)
+            total = [t + weight * v for t, v in zip(total, values)]
+        return total
+
+    return score
+
+
 def train(config: RLConfig) -> dict:
     from transformers import AutoTokenizer
     from trl import GRPOConfig
 
     from minirec.rl.callbacks import RankingEval
-    from minirec.rl.rollout import SIDGRPOTrainer, SIDRollout, expose_adapted_lm_head
+    from minirec.rl.lm_head import expose_adapted_lm_head
+    from minirec.rl.rollout import SIDRollout
+    from minirec.rl.trainer import SIDGRPOTrainer
 
     config.validate()
     run = RunInfo.read(config.model_path)
@@ -111,7 +140,7 @@ def train(config: RLConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(config.model_path, trust_remote_code=config.trust_remote_code)
     model, peft_config, mode = _load_policy(config, run, tokenizer)
 
-    rows = data.split("train")[: config.max_prompts or None]
+    rows = select_prompt_rows(data.split("train"), config.max_prompts, config.prompt_order, config.seed)
     from datasets import Dataset
 
     train_ds = Dataset.from_dict({
@@ -140,7 +169,7 @@ def train(config: RLConfig) -> dict:
     pool = (train_ds["prompt"], train_ds["target_sid"]) if config.dynamic_sampling else None
     rollout = SIDRollout(tokenizer, trie, config.num_generations, config.beam_search, config.temperature,
                          config.add_target, refill_pool=pool, refill_rounds=config.refill_rounds,
-                         seed=config.seed + rank())
+                         group_rewards=weighted_reward(funcs, weights), seed=config.seed + rank())
     ranking = None
     if config.eval_rows:
         valid = data.split("valid")
@@ -150,7 +179,8 @@ def train(config: RLConfig) -> dict:
             return rank_sids(policy, tokenizer, catalogue, histories, run.template, run.max_history,
                              num_beams=max(10, config.num_generations), batch_size=16, trie=trie, progress=False)
 
-        ranking = RankingEval(rank_fn, rows, catalogue, config.eval_steps, config.keep_best, rollout)
+        ranking = RankingEval(rank_fn, rows, catalogue, config.eval_steps, config.keep_best, rollout, out,
+                              config.keep_margin)
     trainer = SIDGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
         peft_config=peft_config, callbacks=[ranking] if ranking else [], rollout_func=rollout,
@@ -172,6 +202,8 @@ def train(config: RLConfig) -> dict:
         resume = get_last_checkpoint(str(out))
         if resume is None:
             raise MinirecError(f"--resume_from_checkpoint last: no checkpoint-* dir in {out}")
+    if resume and ranking:
+        ranking.load_state(resume)
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from minirec.errors import MinirecError
 from minirec.rl import RLConfig
 from minirec.rl.rollout import SIDRollout
-from minirec.rl.train import train
+from minirec.rl.rewards import rule_reward
+from minirec.rl.train import train, weighted_reward
 from minirec.sft import SFTConfig
 from minirec.sft.train import train as sft_train
 from tests.conftest import INDUSTRIAL
@@ -108,7 +109,7 @@ def test_fused_head_log_probs_include_the_trainable_sid_rows(tiny_model, mode):
     from trl.trainer.utils import add_fused_lm_head
 
     from minirec.modeling.adapters import wrap_model
-    from minirec.rl.rollout import expose_adapted_lm_head
+    from minirec.rl.lm_head import expose_adapted_lm_head
 
     model, tok, ids = tiny_model
     add_fused_lm_head(model, outputs=("log_probs",))
@@ -167,7 +168,7 @@ def test_target_in_group_puts_the_target_in_every_group(sft_runs, catalogue):
     sids = [decode_sid(tok, ids) for ids in out["completion_ids"]]
     assert sids[:4] == beams  # the target was found: the group is left as the search made it
     assert sids[4:7] == beams[:3] and sids[7] == missing  # missed: it takes the last place
-    assert rollout.groups == 2 and rollout.groups_with_target_added == 1
+    assert rollout.pop_stats() == {"frac_groups_target_added": 0.5}
 
 
 def test_dynamic_sampling_swaps_a_missed_group_for_a_pool_prompt_that_hits(sft_runs, catalogue):
@@ -187,7 +188,8 @@ def test_dynamic_sampling_swaps_a_missed_group_for_a_pool_prompt_that_hits(sft_r
     missing = next(s for s in catalogue.items_by_sid if s not in beams[first])
     # the pool holds one prompt whose rollouts hit its target (at rank 2) and one that never can
     pool = ([first, other], [missing, beams[other][2]])
-    rollout = SIDRollout(tok, trie, num_generations=4, refill_pool=pool, refill_rounds=8)
+    rollout = SIDRollout(tok, trie, num_generations=4, refill_pool=pool, refill_rounds=8,
+                         group_rewards=weighted_reward([rule_reward], [1.0]))
     targets = [beams[first][0]] * 4 + [missing] * 4
     trainer = SimpleNamespace(accelerator=cpu, model_wrapped=model, rollout_targets=targets)
     out = rollout([first] * 8, trainer)
@@ -195,7 +197,8 @@ def test_dynamic_sampling_swaps_a_missed_group_for_a_pool_prompt_that_hits(sft_r
     assert sids[:4] == beams[first] and out["target_sid"][:4] == [beams[first][0]] * 4  # a hit stays as it was
     assert sids[4:] == beams[other] and out["target_sid"][4:] == [beams[other][2]] * 4  # a miss is replaced
     assert out["prompt_ids"][4:] == encode_prompts(tok, [other]) * 4 and out["beam_rank"] == [0, 1, 2, 3] * 2
-    assert (rollout.groups, rollout.groups_refilled, rollout.groups_missed) == (2, 1, 0)
+    assert rollout.pop_stats() == {"frac_zero_std_before_refill": 0.5, "frac_groups_refilled": 0.5,
+                                   "frac_zero_std_after_refill": 0.0}
 
 
 def test_add_target_gives_every_group_reward_variance(sft_runs, tmp_path):
