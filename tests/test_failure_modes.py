@@ -306,8 +306,11 @@ RL_KILL_STEPS = 4
 def rl_command(model_path, out):
     return [sys.executable, "rl.py", "--model_path", str(model_path), "--use_lora", "True", "--output_dir", str(out),
             "--max_prompts", "16", "--num_generations", "4", "--prompts_per_step", "2",
-            "--max_steps", str(RL_KILL_STEPS), "--eval_rows", "0", "--learning_rate", "1e-3", "--report_to", "none",
-            "--save_steps", "1", "--logging_steps", "1", "--add_target", "True", "--keep_best", "False"]
+            "--max_steps", str(RL_KILL_STEPS), "--learning_rate", "1e-3", "--report_to", "none",
+            "--save_steps", "1", "--logging_steps", "1",
+            # what resume must carry besides TRL's state: the refill generator, the evaluations, the kept policy
+            "--dynamic_sampling", "True", "--keep_best", "True", "--keep_margin", "0", "--eval_rows", "8",
+            "--eval_steps", "2"]
 
 
 def test_rl_resumes_after_sigkill_where_it_stopped(lora_sft, tmp_path):
@@ -330,6 +333,11 @@ def test_rl_resumes_after_sigkill_where_it_stopped(lora_sft, tmp_path):
         assert metrics["steps"] == RL_KILL_STEPS
         logs[name] = {h["step"]: h for h in metrics["log_history"] if "loss" in h}
     assert sorted(logs["killed"]) == list(range(1, RL_KILL_STEPS + 1)) == sorted(logs["reference"])
+    killed_m, reference_m = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("killed", "reference"))
+    assert killed_m["valid_by_step"] == reference_m["valid_by_step"]  # no re-evaluated start at the resumed step
+    assert killed_m["kept_step"] == reference_m["kept_step"]
+    refills = [h.get("frac_zero_std_before_refill") for h in logs["reference"].values()]
+    assert any(refills), "no group needed a refill: the generator's state was never exercised"
     for s in range(k + 1, RL_KILL_STEPS + 1):
         got, want = logs["killed"][s], logs["reference"][s]
         assert got["learning_rate"] == pytest.approx(want["learning_rate"], rel=1e-6), s

@@ -47,7 +47,7 @@ def paired_gain(scores, start) -> tuple[float, float]:
 
 class RankingEval(TrainerCallback):
     def __init__(self, rank_fn, rows, catalogue, eval_steps, keep_best=True, rollout=None, output_dir=".",
-                 margin=1.0):
+                 margin=2.0):
         """``rank_fn(model, histories)`` -> ranked (sid, score) lists for ``rows``."""
         self.rank_fn, self.rows, self.catalogue = rank_fn, rows, catalogue
         self.eval_steps, self.keep_best, self.rollout, self.margin = eval_steps, keep_best, rollout, margin
@@ -105,6 +105,8 @@ class RankingEval(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self.eval_steps and state.global_step % self.eval_steps == 0:
             self.evaluate(state)
+        if control.should_save:  # before the Trainer writes the checkpoint, whose trainer_state.json comes last
+            self.save_state(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs is None or self.rollout is None:
@@ -119,8 +121,10 @@ class RankingEval(TrainerCallback):
 
     # --- resume: what a checkpoint must carry besides TRL's own state --------------------------
 
-    def on_save(self, args, state, control, **kw):
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+    def save_state(self, ckpt: Path) -> None:
+        """Write what resume needs into the checkpoint dir. Called before the Trainer's own files:
+        a checkpoint whose trainer_state.json exists (complete to a resume) then holds these too."""
+        ckpt.mkdir(parents=True, exist_ok=True)
         if self.rollout is not None:
             rng = self.rollout.rng.get_state().tolist()
             write_json(ckpt / f"minirec_rollout_rank{rank()}.json", {"rng": rng})
@@ -141,6 +145,7 @@ class RankingEval(TrainerCallback):
         saved = json.loads((ckpt / STATE).read_text())
         self.history, self.start, self.best = saved["history"], saved["start"], saved["best"]
         if self.best and (ckpt / BEST).exists() and self.trainer.is_world_process_zero():
+            self.out.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ckpt / BEST, self.out / BEST)
 
     def restore_best(self) -> int | None:

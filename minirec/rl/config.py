@@ -96,7 +96,7 @@ class RLConfig:
     keep_best: bool = True
     """Save the policy with the best valid HR@10 + NDCG@10 seen at the ranking evaluations, not the
     last; a policy replaces the start only when its gain over it exceeds --keep_margin standard errors."""
-    keep_margin: float = 1.0
+    keep_margin: float = 2.0
     """Keep-best: standard errors of the row-by-row (paired) valid gain over the start that a later
     policy must exceed to be kept; 0 keeps any policy that scores higher."""
     save_steps: int = 100

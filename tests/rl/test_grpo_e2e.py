@@ -221,3 +221,70 @@ def test_keep_best_saves_the_policy_of_the_best_valid_evaluation(sft_runs, tmp_p
     if best[1] == 0:  # the SFT start was best: the saved adapter is the SFT adapter, unchanged
         before, after = adapter(sft_runs / "lora"), adapter(out)
         assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_rewards_score_the_replacement_target_through_trl(sft_runs, tmp_path, monkeypatch):
+    """A refilled group reaches TRL's reward functions with the replacement's target, not the
+    dataset row's (else the rewards would score the new rollouts against the old target)."""
+    from minirec.rl import rewards, rollout as rollout_module
+    from minirec.rl import train as train_module
+
+    seen, produced = [], []
+
+    def recording_rewards(*a, **kw):
+        funcs, weights = rewards.build_rewards(*a, **kw)
+
+        def record(completions, target_sid, **rest):
+            seen.append(list(target_sid))
+            return funcs[0](completions=completions, target_sid=target_sid, **rest)
+
+        record.__name__ = funcs[0].__name__
+        return [record], weights
+
+    call = rollout_module.SIDRollout.__call__
+
+    def recording_call(self, prompts, trainer):
+        out = call(self, prompts, trainer)
+        produced.append((list(trainer.rollout_targets), list(out["target_sid"])))
+        return out
+
+    monkeypatch.setattr(train_module, "build_rewards", recording_rewards)
+    monkeypatch.setattr(rollout_module.SIDRollout, "__call__", recording_call)
+    # Only rows whose target is one chosen SID count as informative: every other group is replaced.
+    from minirec.data import load_dataset
+
+    data = load_dataset(SFT["data_dir"], splits=("train",))
+    keep = data.catalogue.sid(train_module.select_prompt_rows(data.split("train"), 16, "random", 42)[-1].target)
+    monkeypatch.setattr(rollout_module.SIDRollout, "informative", lambda self, seqs, target: target == keep)
+    train(RLConfig(model_path=str(sft_runs / "full"), output_dir=str(tmp_path / "ds"), dynamic_sampling=True,
+                   reward_type="rule", **{**RL, "max_steps": 2, "eval_rows": 0}))
+    assert produced and len(seen) == len(produced)
+    for (_, rolled_targets), scored in zip(produced, seen):
+        assert scored == rolled_targets
+    assert any(d != r for d, r in produced), "no group was replaced: the test proves nothing"
+
+
+def test_kl_grows_from_zero_and_the_reference_stays_frozen(sft_runs, tmp_path, monkeypatch):
+    """GRPO's KL term is measured against a frozen SFT copy: 0 at the first step, then > 0 as the
+    policy moves, and the reference's weights equal the SFT weights after training."""
+    from minirec.rl.trainer import SIDGRPOTrainer
+
+    made = []
+
+    def keep(*a, **kw):
+        made.append(SIDGRPOTrainer(*a, **kw))
+        return made[-1]
+
+    import minirec.rl.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "SIDGRPOTrainer", keep)
+    metrics = train(RLConfig(model_path=str(sft_runs / "full"), output_dir=str(tmp_path / "kl"), beta=0.1,
+                             add_target=True, **{**RL, "max_steps": 3, "eval_rows": 0, "learning_rate": 1e-2}))
+    kls = [h["kl"] for h in metrics["log_history"] if "kl" in h]
+    assert abs(kls[0]) < 1e-5 and max(kls[1:]) > 1e-4, kls
+    sft = load_file(str(sft_runs / "full" / "model.safetensors"))
+    ref = {n: p for n, p in made[0].ref_model.named_parameters()}
+    policy = {n: p for n, p in made[0].model.named_parameters()}
+    # (TRL computes the reference's log-probs without gradients; what matters is that it never moves)
+    assert all(torch.equal(ref[n].detach().cpu(), sft[n]) for n in sft if n in ref)
+    assert any(not torch.equal(policy[n].detach().cpu(), sft[n]) for n in sft if n in policy)
