@@ -1,5 +1,7 @@
 """Sibling-GRPO: advantages checked against a hand computation, and the term seen in a real TRL step."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -77,6 +79,33 @@ def test_longer_sids_padding_and_loss():
         sibling_advantages(ids, mask, torch.zeros(4), group_size=3)
     with pytest.raises(MinirecError, match="sibling_weight must be >= 0"):
         RLConfig(model_path="x", sibling_weight=-1.0).validate()
+
+
+def _scoring_process(rank, per_func, weights):
+    """What SIDGRPOTrainer._sibling_advantages reads of a trainer: TRL's gathered rewards per function."""
+    from collections import defaultdict
+
+    accelerator = SimpleNamespace(process_index=rank, gather=lambda x: x)
+    return SimpleNamespace(model=SimpleNamespace(training=True), num_generations=4, _step_rewards=per_func,
+                           reward_weights=torch.tensor(weights), eos_token_ids=[EOS], accelerator=accelerator,
+                           _metrics={"train": defaultdict(list)})
+
+
+def test_each_process_scores_its_groups_from_the_gathered_rewards():
+    from minirec.rl.trainer import SIDGRPOTrainer
+
+    ids, mask = completions((1, 11, 21), (1, 11, 22), (1, 12, 23), (2, 13, 24))
+    # Two reward functions weighted 1 and 0.5, gathered over two processes of one group each:
+    # the weighted sums are [1, 0, 0, 0] (process 0) and [0, 0, 0, 1] (process 1).
+    per_func = torch.tensor([[1.0, 0], [0, 0], [0.5, -1], [0, 0], [0, 0], [0, 0], [0, 0], [0, 2]])
+    whole = sibling_advantages(torch.cat([ids, ids]), torch.cat([mask, mask]),
+                               torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 1]), group_size=4)
+    for rank in (0, 1):
+        process = _scoring_process(rank, per_func, [1.0, 0.5])
+        batch = {"completion_ids": ids, "completion_mask": (ids != PAD).long()}  # TRL's: it ends at EOS
+        got = SIDGRPOTrainer._sibling_advantages(process, batch)
+        torch.testing.assert_close(got, whole[4 * rank: 4 * rank + 4])
+        assert process._metrics["train"]["sibling/mean_abs_advantage"] == [pytest.approx(got.abs().sum() / 12)]
 
 
 @pytest.mark.slow
