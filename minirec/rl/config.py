@@ -71,6 +71,10 @@ class RLConfig:
     """TRL loss normalisation: grpo, dapo, dr_grpo or bnpo."""
     gspo: bool = False
     """Sequence-level importance sampling (GSPO) instead of token-level."""
+    sibling_weight: float = 0.0
+    """Sibling-GRPO (V-STAR, arXiv 2602.10699): add this weight x the sibling loss to the GRPO loss
+    (0 = off; 1 = V-STAR's). Each SID token gets the advantage of its node among the siblings that
+    the group's rollouts reach after the same prefix, so credit lands where rollouts part ways."""
     learning_rate: float = 1e-5
     """Peak learning rate."""
     num_epochs: float = 1
@@ -135,7 +139,7 @@ class RLConfig:
 
     def _validate_combinations(self, rewards: dict) -> None:
         """Flags that mean nothing together, or nothing at all, are errors rather than silently ignored."""
-        for name in ("max_prompts", "micro_batch_size", "eval_steps", "eval_rows", "beta"):
+        for name in ("max_prompts", "micro_batch_size", "eval_steps", "eval_rows", "beta", "sibling_weight"):
             if getattr(self, name) < 0:
                 raise MinirecError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.save_steps <= 0 or self.logging_steps <= 0 or (self.num_epochs <= 0 and self.max_steps <= 0):

@@ -184,6 +184,7 @@ def train(config: RLConfig) -> dict:
     trainer = SIDGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
         peft_config=peft_config, callbacks=[ranking] if ranking else [], rollout_func=rollout,
+        sibling_weight=config.sibling_weight,
     )
     if ranking:
         ranking.trainer = trainer
