@@ -14,6 +14,7 @@ exec "${LAUNCH[@]}" rl.py \
   --reward_type "${REWARD:-ranking}" --add_target "${ADD_TARGET:-False}" --dynamic_sampling "${DYNAMIC_SAMPLING:-True}" \
   --beta "${BETA:-1e-3}" --loss_type "${LOSS:-grpo}" \
   --learning_rate "${LR:-1e-4}" --num_epochs "${EPOCHS:-1}" --max_prompts "${MAX_PROMPTS:-2400}" \
+  --prompt_order "${PROMPT_ORDER:-random}" \
   --eval_steps "${EVAL_STEPS:-100}" --eval_rows "${EVAL_ROWS:-1000}" --seed "${SEED:-42}" \
   ${DEEPSPEED:+--deepspeed "$DEEPSPEED"} \
   "${EXTRA[@]}"
