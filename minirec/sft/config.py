@@ -182,7 +182,7 @@ class SFTConfig:
                   f"to --base_model tiny, not {self.base_model}")
         only_with(self, ("select_rows", "select_beams"), self.select_by == "ranking", "with --select_by ranking")
         if config_path(self.deepspeed):  # --deepspeed, or accelerate launch's DeepSpeed config
-            check_deepspeed(config_path(self.deepspeed), self.quantization)
+            check_deepspeed(config_path(self.deepspeed), self.quantization, weight_decay=self.weight_decay)
         check_output_dir(self.output_dir)
         check_dataset_dir(self.data_dir)
 

@@ -1,0 +1,94 @@
+"""What a GPU user's run depends on, pinned on CPU: run these first on a GPU machine.
+
+    python -m pytest -q tests/test_gpu_path.py
+
+Each test stands in for a GPU path with what the CPU can hold: bf16 support patched on, a tiny
+Qwen2 whose embedding is padded past its tokenizer like Qwen2.5's, two gloo processes for two
+GPUs, DeepSpeed's own config and optimizer code. configs/README.md says what has never run on a GPU.
+"""
+
+import json
+
+import pytest
+import torch
+
+from minirec.errors import MinirecError
+from tests.conftest import ROOT
+
+OFFLOAD = ROOT / "configs" / "deepspeed" / "zero2_offload.json"
+
+
+# --- DeepSpeed configs ---------------------------------------------------------------------------
+
+def test_deepspeed_keys_follow_the_installed_deepspeed(monkeypatch):
+    """The known top-level keys are what DeepSpeed's own config class reads, not a copied list:
+    a key a new release reads is accepted, a removed one refused with DeepSpeed's reason."""
+    pytest.importorskip("deepspeed")
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    from minirec import deepspeed_config as dc
+
+    known, removed = dc.deepspeed_keys()
+    assert {"zero_optimization", "bf16", "optimizer", "tensor_parallel", "checkpoint"} <= known
+    assert "load_universal_checkpoint" not in known  # DeepSpeed reads it inside "checkpoint"
+    assert "progressive_layer_drop" in removed and "progressive_layer_drop" not in known
+
+    read = DeepSpeedConfig._initialize_params
+
+    def newer_release(self, param_dict):  # a DeepSpeed that reads one more key
+        param_dict.get("brand_new_feature")
+        return read(self, param_dict)
+
+    monkeypatch.setattr(DeepSpeedConfig, "_initialize_params", newer_release)
+    dc.deepspeed_keys.cache_clear()
+    try:
+        assert "brand_new_feature" in dc.deepspeed_keys()[0]
+    finally:
+        monkeypatch.undo()
+        dc.deepspeed_keys.cache_clear()
+
+
+@pytest.mark.parametrize("key, message", [
+    ("zero_optimisation", "unknown key 'zero_optimisation' (DeepSpeed would ignore it); did you mean "
+                          "'zero_optimization'?"),
+    ("progressive_layer_drop", "'progressive_layer_drop': Progressive Layer Dropping has been removed"),
+])
+def test_a_key_deepspeed_does_not_read_is_one_line(tmp_path, key, message):
+    pytest.importorskip("deepspeed")
+    from minirec.deepspeed_config import check_deepspeed
+
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({key: {}, "train_batch_size": "auto"}))
+    with pytest.raises(MinirecError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        check_deepspeed(path)
+
+
+def test_offload_keeps_the_embedding_rows_out_of_weight_decay(tmp_path, tiny_model):
+    """zero2_offload.json has no optimizer section, so transformers builds minirec's AdamW groups
+    (which accelerate hands to DeepSpeed's CPU Adam as they are) instead of one group of every
+    weight; a config that has one is refused while --weight_decay > 0."""
+    pytest.importorskip("deepspeed")
+    from accelerate.utils import DummyOptim
+    from transformers import TrainingArguments
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig, deepspeed_optim_sched
+
+    from minirec.deepspeed_config import check_deepspeed
+    from minirec.sft.trainer import SIDTrainer
+
+    model, _, _ = tiny_model
+    config = json.loads(OFFLOAD.read_text())
+    args = TrainingArguments(output_dir=str(tmp_path), weight_decay=0.1, use_cpu=True, report_to=[])
+    trainer = SIDTrainer(model=model, args=args)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, _ = deepspeed_optim_sched(trainer, HfTrainerDeepSpeedConfig(config), args, 10, params)
+    assert not isinstance(optimizer, DummyOptim), "DeepSpeed would build one group of every trainable weight"
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay[id(model.get_input_embeddings().weight)] == 0.0
+    assert 0.1 in decay.values()
+
+    check_deepspeed(OFFLOAD, weight_decay=0.1)
+    with_section = tmp_path / "with_optimizer.json"
+    with_section.write_text(json.dumps({**config, "optimizer": {"type": "AdamW", "params": {"weight_decay": "auto"}}}))
+    with pytest.raises(MinirecError, match="would decay the embedding and SID rows too"):
+        check_deepspeed(with_section, weight_decay=0.1)
+    check_deepspeed(with_section, weight_decay=0.0)  # nothing to exempt
