@@ -92,3 +92,50 @@ def test_offload_keeps_the_embedding_rows_out_of_weight_decay(tmp_path, tiny_mod
     with pytest.raises(MinirecError, match="would decay the embedding and SID rows too"):
         check_deepspeed(with_section, weight_decay=0.1)
     check_deepspeed(with_section, weight_decay=0.0)  # nothing to exempt
+
+
+# --- Qwen2.5's padded vocabulary -----------------------------------------------------------------
+
+PADDING = 100  # rows past the tokenizer, as Qwen2.5-1.5B has 271 (151,936 rows for 151,665 tokens)
+
+
+def _padded_qwen(path, tied):
+    """A tiny Qwen2 checkpoint whose matrices have PADDING never-trained rows past its tokenizer
+    (set far from every trained row, so a SID row left on one shows)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from minirec.modeling.tiny import train_tokenizer
+
+    tok = train_tokenizer(["the quick brown fox jumps over the lazy dog"] * 20, 300)
+    config = Qwen2Config(vocab_size=len(tok) + PADDING, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[len(tok):] = 5.0
+        model.lm_head.weight[len(tok):] = 5.0
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, len(tok)
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied-like-1.5B", "untied-like-7B"])
+@pytest.mark.parametrize("n_sids", [40, 200], ids=["fewer-sids-than-padding", "more"])
+def test_every_sid_row_starts_at_the_mean_whatever_the_padding(tmp_path, catalogue, tied, n_sids):
+    from transformers import AutoModelForCausalLM
+
+    from minirec.modeling.loading import add_sid_tokens, load_base
+
+    path, n_tokens = _padded_qwen(tmp_path / "base", tied)
+    model, tok = load_base(path)
+    ids = add_sid_tokens(model, tok, catalogue.sid_tokens()[:n_sids])
+    rows = n_tokens + max(PADDING, n_sids)  # the padding is kept, never cut
+    assert model.config.vocab_size == rows
+    for w in (model.get_input_embeddings().weight, model.lm_head.weight):
+        assert w.shape[0] == rows
+        mean = w[:n_tokens].mean(0)
+        torch.testing.assert_close(w[ids], mean.expand(n_sids, -1), atol=1e-4, rtol=0)
+    model.save_pretrained(tmp_path / "saved")  # its checkpoint loads back whole
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
+    torch.testing.assert_close(again.lm_head.weight, model.lm_head.weight)
