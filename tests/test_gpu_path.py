@@ -139,3 +139,57 @@ def test_every_sid_row_starts_at_the_mean_whatever_the_padding(tmp_path, catalog
     model.save_pretrained(tmp_path / "saved")  # its checkpoint loads back whole
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
     torch.testing.assert_close(again.lm_head.weight, model.lm_head.weight)
+
+
+# --- mixed precision: fp32 master weights under bf16 ---------------------------------------------
+
+@pytest.fixture
+def bf16_gpu(monkeypatch):
+    """What minirec sees on a bf16 GPU (loads go to bf16); the model itself stays on the CPU."""
+    import minirec.sft.train  # noqa: F401 - imported first: transformers' Trainer probes CUDA on import
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+
+
+def _sft_model(tiny_base, catalogue, **flags):
+    from minirec.sft.config import SFTConfig
+    from minirec.sft.train import load_for_training
+
+    config = SFTConfig(tiny_hidden_size=64, tiny_num_layers=2, **flags)
+    model, _ = load_for_training(config, tiny_base, catalogue)
+    return model
+
+
+def _moved_by_one_adamw_step(model, lr=1e-6) -> float:
+    """One AdamW step under bf16 autocast (what the Trainer's bf16=True runs): the fraction of the
+    trainable values with a gradient that the step changed."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=torch.tensor([[5, 6, 7, 8, 9]]), labels=torch.tensor([[5, 6, 7, 8, 9]])).loss
+    loss.backward()
+    torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0).step()
+    moved = [((p.detach() != b) & (p.grad != 0)).sum() for p, b in zip(trainable, before) if p.grad is not None]
+    graded = [(p.grad != 0).sum() for p in trainable if p.grad is not None]
+    return float(sum(moved) / sum(graded))
+
+
+def test_full_fine_tuning_trains_fp32_master_weights(tiny_base, catalogue, bf16_gpu):
+    """A bf16 weight drops a 1e-6 update (its spacing is ~1/256 of its size); an fp32 one keeps it."""
+    model = _sft_model(tiny_base, catalogue)
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert _moved_by_one_adamw_step(model) > 0.99
+
+
+def test_lora_keeps_its_frozen_base_in_bf16(tiny_base, catalogue, bf16_gpu):
+    model = _sft_model(tiny_base, catalogue, use_lora=True)
+    frozen = {p.dtype for n, p in model.named_parameters() if not p.requires_grad and "layers" in n}
+    assert frozen == {torch.bfloat16}  # the base's memory is what bf16 saves
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # LoRA and SID rows
+
+
+def test_deepspeed_keeps_its_own_fp32_copy(tiny_base, catalogue, bf16_gpu):
+    """Under DeepSpeed the model stays bf16: its bf16 optimizer holds the fp32 master weights."""
+    model = _sft_model(tiny_base, catalogue, deepspeed=str(ROOT / "configs" / "deepspeed" / "zero2.json"))
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from minirec.data import load_dataset
+from minirec.deepspeed_config import config_path
 from minirec.distributed import (batch_layout, batch_line, is_main_process, process_device, rank,
                                   single_process_group, world_size)
 from minirec.errors import MinirecError
@@ -22,7 +23,7 @@ from minirec.decoding import build_trie, rank_sids
 from minirec.flags import only_with
 from minirec.io import write_json
 from minirec.plots import plot_rl
-from minirec.modeling.adapters import resolve_target_modules, trainable_line
+from minirec.modeling.adapters import resolve_target_modules, trainable_line, upcast_trainable
 from minirec.modeling.loading import fit_embeddings, keep_4bit_trainable, load_base, save_trained, use_bf16
 from minirec.prompts import next_sid_prompt
 from minirec.rl.config import RLConfig
@@ -186,6 +187,8 @@ def train(config: RLConfig) -> dict:
     )
     if ranking:
         ranking.trainer = trainer
+    # After TRL built its reference (bf16, like the policy) and cast QLoRA adapters to bf16.
+    upcast_trainable(trainer.model, under_deepspeed=bool(config_path(config.deepspeed)))
     peft_model = hasattr(trainer.model, "peft_config")
     if peft_model:
         expose_adapted_lm_head(trainer.model)

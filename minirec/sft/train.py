@@ -16,9 +16,10 @@ from pathlib import Path
 from minirec.data import load_dataset
 from minirec.data.sequences import user_sequences
 from minirec.distributed import batch_layout, batch_line, is_main_process, single_process_group, world_size
+from minirec.deepspeed_config import config_path
 from minirec.errors import MinirecError
 from minirec.io import write_json
-from minirec.modeling.adapters import trainable_line, wrap_model
+from minirec.modeling.adapters import trainable_line, upcast_trainable, wrap_model
 from minirec.modeling.bases import prepare_base
 from minirec.modeling.loading import (add_sid_tokens, init_sid_rows, keep_4bit_trainable, load_base, save_trained,
                                      use_bf16)
@@ -95,6 +96,29 @@ def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
     return ranks
 
 
+def load_for_training(config: SFTConfig, base_path, catalogue):
+    """The base with its SID rows, wrapped for ``config.mode`` -> (model, tokenizer).
+
+    On a bf16 GPU the base loads in bf16; the weights that train are then fp32 (frozen ones stay
+    bf16), unless DeepSpeed, which keeps its own fp32 copy, runs the job.
+    """
+    model, tokenizer = load_base(base_path, config.quantization, config.trust_remote_code)
+    keep_4bit_trainable(model)
+    if config.base_model == "tiny" and config.mode in ("lora", "qlora", "freeze"):
+        log.warning("%s on the randomly initialised tiny base learns little: the frozen base knows "
+                    "nothing. Use full fine-tuning for tiny, or a pretrained --base_model.", config.mode)
+    sid_ids = add_sid_tokens(model, tokenizer, catalogue.sid_tokens())
+    init_sid_rows(model, sid_ids, config.sid_init)
+    model = wrap_model(
+        model, config.mode, sid_ids, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout, lora_target_modules=config.lora_target_modules,
+        use_rslora=config.use_rslora, use_dora=config.use_dora,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
+    upcast_trainable(model, under_deepspeed=bool(config_path(config.deepspeed)))
+    return model, tokenizer
+
+
 def _training_args(config: SFTConfig, out: Path, micro: int, accumulation: int):
     import torch
     from transformers import TrainingArguments
@@ -166,19 +190,7 @@ def train(config: SFTConfig) -> dict:
         with args.main_process_first(local=True, desc="base model"):  # rank 0 builds tiny, the others reuse it
             base_path = prepare_base(config.base_model, out, catalogue, spec,
                                      with_titles=bool(TITLE_TASKS & set(tasks)))
-        model, tokenizer = load_base(base_path, config.quantization, config.trust_remote_code)
-        keep_4bit_trainable(model)
-        if config.base_model == "tiny" and config.mode in ("lora", "qlora", "freeze"):
-            log.warning("%s on the randomly initialised tiny base learns little: the frozen base knows "
-                        "nothing. Use full fine-tuning for tiny, or a pretrained --base_model.", config.mode)
-        sid_ids = add_sid_tokens(model, tokenizer, catalogue.sid_tokens())
-        init_sid_rows(model, sid_ids, config.sid_init)
-        model = wrap_model(
-            model, config.mode, sid_ids, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout, lora_target_modules=config.lora_target_modules,
-            use_rslora=config.use_rslora, use_dora=config.use_dora,
-            gradient_checkpointing=config.gradient_checkpointing,
-        )
+        model, tokenizer = load_for_training(config, base_path, catalogue)
     print(trainable_line(model), flush=True)
 
     train_rows = data.split("train")[: config.max_train_rows or None]
