@@ -193,3 +193,76 @@ def test_deepspeed_keeps_its_own_fp32_copy(tiny_base, catalogue, bf16_gpu):
     """Under DeepSpeed the model stays bf16: its bf16 optimizer holds the fp32 master weights."""
     model = _sft_model(tiny_base, catalogue, deepspeed=str(ROOT / "configs" / "deepspeed" / "zero2.json"))
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+# --- the LM-head view TRL's fused log-probs read -------------------------------------------------
+
+@pytest.fixture(params=["tied", "untied"])
+def policy(request, tiny_base, catalogue, tmp_path):
+    """A LoRA policy as RL holds it: fused LM head, trainable SID rows moved off their start, the
+    adapted-head view exposed. Tied like Qwen2.5-1.5B (the tiny base) or untied like 7B."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from minirec.modeling.adapters import wrap_model
+    from minirec.modeling.loading import add_sid_tokens, load_base
+    from minirec.rl.lm_head import expose_adapted_lm_head
+
+    path = tiny_base if request.param == "tied" else _padded_qwen(tmp_path / "untied", tied=False)[0]
+    model, tok = load_base(path)
+    ids = add_sid_tokens(model, tok, catalogue.sid_tokens()[:64])
+    add_fused_lm_head(model, outputs=("log_probs",))
+    model = wrap_model(model, "lora", ids, lora_r=4)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "trainable_tokens_delta" in n:
+                p.add_(torch.randn_like(p))
+    expose_adapted_lm_head(model)
+    return model, ids
+
+
+def test_reading_the_head_copies_no_vocab_by_hidden_matrix(policy):
+    """TRL reads ``weight`` three times per forward; a merged copy on each read is 1.1 GB for
+    Qwen2.5-7B's head. After the first read (which builds its buffer) no read allocates one."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    model, _ = policy
+    view = model.get_base_model().get_output_embeddings()
+    first = view.weight
+    full = first.numel()
+
+    class NewFullSizeStorages(TorchDispatchMode):
+        seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.seen |= {t.untyped_storage().data_ptr() for t in tree_leaves(out)
+                          if isinstance(t, torch.Tensor) and t.numel() >= full}
+            return out
+
+    with NewFullSizeStorages() as mode:
+        reads = [view.weight for _ in range(3)]
+    buffer = first.untyped_storage().data_ptr()
+    assert mode.seen <= {buffer} and {w.untyped_storage().data_ptr() for w in reads} == {buffer}
+    with model.disable_adapter():
+        assert view.weight is view._layer[0].base_layer.weight  # the KL reference reads the base, as it is
+
+
+def test_fused_log_probs_train_the_sid_rows(policy):
+    """The fused path's gradient on the SID rows equals the plain forward's, and a step on them
+    shows in the next read."""
+    model, ids = policy
+    view = model.get_base_model().get_output_embeddings()
+    head, delta = view._layer[0], view._layer[0].trainable_tokens_delta["default"]  # the head's own rows
+    x = torch.tensor([[5, 6, ids[0], ids[9], ids[33]]])
+    labels = x.clone()
+    labels[:, :2] = -100
+    model(input_ids=x, labels=labels).loss.backward()  # PEFT's own forward: the reference gradient
+    plain, delta.grad = delta.grad.clone(), None
+    log_probs = model(input_ids=x, labels=labels, fused_lm_head=True).log_probs[:, 1:]
+    (-log_probs.sum() / 3).backward()
+    torch.testing.assert_close(delta.grad, plain)
+    assert delta.grad.abs().sum() > 0
+    with torch.no_grad():
+        delta.sub_(0.1 * delta.grad)
+    torch.testing.assert_close(view.weight[head.token_indices["default"]], delta.to(view.weight.dtype))
