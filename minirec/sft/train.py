@@ -15,7 +15,8 @@ from pathlib import Path
 
 from minirec.data import load_dataset
 from minirec.data.sequences import user_sequences
-from minirec.distributed import batch_layout, batch_line, is_main_process, single_process_group, world_size
+from minirec.distributed import (batch_layout, batch_line, is_main_process, map_sharded, single_process_group,
+                                 world_size)
 from minirec.deepspeed_config import config_path
 from minirec.errors import MinirecError
 from minirec.io import write_json
@@ -78,20 +79,31 @@ def _callbacks(config):
     return callbacks
 
 
+def _across_processes(fn, rows):
+    """``fn(rows)``, split across processes unless ZeRO-3 partitions the weights (then every
+    forward gathers them from all processes, so each process decodes every row)."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return fn(rows) if is_deepspeed_zero3_enabled() else map_sharded(fn, rows)
+
+
 def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
-    """The selection search: ranks of the targets of a fixed, evenly spaced valid subset."""
+    """The selection search: ranks of the targets of a fixed, evenly spaced valid subset, each
+    process decoding its share of the rows."""
     if config.select_by != "ranking":
         return None
     from minirec.decoding import rank_sids
     from minirec.metrics import rank_of
 
     rows = valid_rows[:: max(1, len(valid_rows) // config.select_rows)][: config.select_rows]
-    targets = [catalogue.sid(r.target) for r in rows]
 
     def ranks(model):
-        ranked = rank_sids(model, tokenizer, catalogue, [r.history for r in rows], config.template,
-                           config.max_history, config.select_beams, batch_size=16, progress=False)
-        return [rank_of([sid for sid, _ in preds], t) for preds, t in zip(ranked, targets)]
+        def decode(part):
+            ranked = rank_sids(model, tokenizer, catalogue, [r.history for r in part], config.template,
+                               config.max_history, config.select_beams, batch_size=16, progress=False)
+            return [rank_of([sid for sid, _ in preds], catalogue.sid(r.target)) for preds, r in zip(ranked, part)]
+
+        return _across_processes(decode, rows)
 
     return ranks
 
@@ -220,12 +232,14 @@ def train(config: SFTConfig) -> dict:
     final_eval = trainer.evaluate()  # of the best checkpoint, which load_best_model_at_end restored
 
     greedy = None
-    if config.greedy_eval_rows > 0:  # on every rank: under ZeRO-3 each forward gathers weights from all ranks
+    if config.greedy_eval_rows > 0:
         from minirec.decoding import greedy_next_sid
 
         rows = data.split("valid")[: config.greedy_eval_rows]
-        acc, _ = greedy_next_sid(trainer.model, tokenizer, catalogue, rows, config.template, config.max_history)
-        greedy = {"rows": len(rows), "split": "valid", "accuracy": acc}
+        predictions = _across_processes(lambda part: greedy_next_sid(
+            trainer.model, tokenizer, catalogue, part, config.template, config.max_history)[1], rows)
+        hits = sum(p == catalogue.sid(r.target) for p, r in zip(predictions, rows))
+        greedy = {"rows": len(rows), "split": "valid", "accuracy": hits / max(len(rows), 1)}
     state_dict = None
     if trainer.is_deepspeed_enabled and trainer.accelerator.deepspeed_plugin.zero_stage == 3:
         # Every rank joins the layer-by-layer gather; rank 0 receives the full 16-bit weights.
