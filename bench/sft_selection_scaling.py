@@ -10,15 +10,10 @@ on 2 processes; ``eval_rank_seconds`` (the search alone, timed in the Trainer) i
 """
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from ddp_scaling import one_and_two_processes, sft_under_torchrun  # bench/ is on the path: python bench/...
+
 ARGS = ["--data_dir", "data/Industrial_and_Scientific", "--tasks", "next_sid", "--max_train_rows", "64",
         "--max_valid_rows", "128", "--select_rows", "128", "--select_beams", "20", "--batch_size", "16",
         "--micro_batch_size", "8", "--max_steps", "2", "--eval_steps", "1", "--report_to", "none",
@@ -26,15 +21,7 @@ ARGS = ["--data_dir", "data/Industrial_and_Scientific", "--tasks", "next_sid", "
 
 
 def run(nproc: int, out: Path) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           str(nproc), "sft.py", *ARGS, "--output_dir", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode:
-        raise SystemExit(proc.stderr[-3000:])
-    m = json.loads((out / "metrics.json").read_text())
+    m, wall = sft_under_torchrun(nproc, ARGS, out, {})
     searches = [h["eval_rank_seconds"] for h in m["log_history"] if "eval_rank_seconds" in h]
     return {"processes": nproc, "rank_seconds": searches, "final_rank_seconds": m["final_eval"]["eval_rank_seconds"],
             "wall_seconds": round(wall, 1), "best_metric": m["best_metric"]}
@@ -44,11 +31,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results/sft_selection_scaling.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [run(n, Path(tmp) / f"n{n}") for n in (1, 2)]
-    record = {"cpu_cores": os.cpu_count(), "load_average_at_end": os.getloadavg(), "rows": 128, "beams": 20,
-              "runs": results}
-    Path(args.out).write_text(json.dumps(record, indent=1))
+    results = one_and_two_processes(run, args.out, rows=128, beams=20)
     for r in results:
         print(f"{r['processes']} process(es): selection search {r['rank_seconds']} s per evaluation "
               f"(final {r['final_rank_seconds']} s), best HR@10 + NDCG@10 {r['best_metric']}")

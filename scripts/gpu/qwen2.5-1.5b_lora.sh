@@ -17,7 +17,7 @@ for arg in "$@"; do
   export "${arg?}"
 done
 if [[ -z "${BASE_MODEL:-}" ]]; then
-  echo "error: BASE_MODEL=/path/to/Qwen2.5-1.5B is required (a local Hugging Face checkpoint; nothing is downloaded)" >&2
+  echo "error: BASE_MODEL=/path/to/Qwen2.5-1.5B is required (a local checkpoint; nothing is downloaded)" >&2
   exit 2
 fi
 export NPROC="${NPROC:-8}" DEEPSPEED="${DEEPSPEED:-configs/deepspeed/zero2.json}"
