@@ -15,9 +15,9 @@ from pathlib import Path
 
 from minirec.data import load_dataset
 from minirec.data.sequences import user_sequences
+from minirec.deepspeed_config import config_path
 from minirec.distributed import (batch_layout, batch_line, is_main_process, map_sharded, single_process_group,
                                  world_size)
-from minirec.deepspeed_config import config_path
 from minirec.errors import MinirecError
 from minirec.io import write_json
 from minirec.modeling.adapters import trainable_line, upcast_trainable, wrap_model
