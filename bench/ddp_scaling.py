@@ -26,16 +26,31 @@ ARGS = ["--data_dir", "data/Industrial_and_Scientific", "--tiny_hidden_size", "6
         "--deepspeed", "configs/deepspeed/zero2.json"]
 
 
-def run(nproc: int, out: Path) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_BUILD_OPS": "0", "DS_ACCELERATOR": "cpu"}
+def sft_under_torchrun(nproc: int, args: list, out: Path, env: dict) -> tuple[dict, float]:
+    """``sft.py args`` under ``torchrun --nproc_per_node nproc``, one thread per process:
+    (its metrics.json, wall seconds)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           str(nproc), "sft.py", *ARGS, "--output_dir", str(out)], cwd=ROOT, env=env,
+                           str(nproc), "sft.py", *args, "--output_dir", str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
-    m = json.loads((out / "metrics.json").read_text())
+    return json.loads((out / "metrics.json").read_text()), wall
+
+
+def one_and_two_processes(run, out: str, **record) -> list:
+    """``run(nproc, tmp_dir)`` for 1 then 2 processes; writes the machine, ``record`` and the runs to ``out``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [run(n, Path(tmp) / f"n{n}") for n in (1, 2)]
+    record = {"cpu_cores": os.cpu_count(), "load_average_at_end": os.getloadavg(), **record, "runs": results}
+    Path(out).write_text(json.dumps(record, indent=1))
+    return results
+
+
+def run(nproc: int, out: Path) -> dict:
+    m, wall = sft_under_torchrun(nproc, ARGS, out, {"DS_BUILD_OPS": "0", "DS_ACCELERATOR": "cpu"})
     return {"processes": nproc, "wall_seconds": round(wall, 1), "train_seconds": m["train_seconds"],
             "global_batch": m["global_batch"],
             "engine": m["engine"], "final_train_loss": m["train"]["train_loss"]}
@@ -45,10 +60,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results/ddp_scaling.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [run(n, Path(tmp) / f"n{n}") for n in (1, 2)]
-    record = {"cpu_cores": os.cpu_count(), "load_average_at_end": os.getloadavg(), "runs": results}
-    Path(args.out).write_text(json.dumps(record, indent=1))
+    results = one_and_two_processes(run, args.out)
     for r in results:
         print(f"{r['processes']} process(es): wall {r['wall_seconds']} s, training {r['train_seconds']} s "
               f"({r['engine']}, global batch {r['global_batch']}, 20 steps)")

@@ -3,13 +3,14 @@ checked before any model loads.
 
 DeepSpeed itself ignores a top-level key it does not know, so a typo (``zero_optimisation``)
 would silently train without ZeRO. The ``zero_optimization`` section is checked by DeepSpeed's
-own pydantic model (which forbids unknown fields); top-level keys against the keys DeepSpeed
-reads (the list of its config documentation; DeepSpeed has no schema for them). A stage
+own pydantic model (which forbids unknown fields); top-level keys against the keys the installed
+DeepSpeed reads (it has no schema for them: :func:`deepspeed_keys` records them). A stage
 the training mode cannot use is refused here too: ZeRO-3 partitions parameters, and
 bitsandbytes' 4-bit/8-bit weights cannot be partitioned.
 """
 
 import difflib
+import functools
 import importlib.util
 import json
 import os
@@ -18,19 +19,52 @@ from pathlib import Path
 from minirec.errors import MinirecError
 from minirec.io import read_text
 
-# Top-level keys of https://www.deepspeed.ai/docs/config-json/ (DeepSpeed 0.19).
-DOCUMENTED_KEYS = frozenset("""
-train_batch_size train_micro_batch_size_per_gpu gradient_accumulation_steps optimizer scheduler
-communication_data_type prescale_gradients gradient_predivide_factor sparse_gradients fp16 bf16 bfloat16
-amp gradient_clipping zero_optimization zero_allow_untested_optimizer zero_force_ds_cpu_optimizer aio
-activation_checkpointing flops_profiler comms_logger autotuning steps_per_print wall_clock_breakdown dump_state
-memory_breakdown tensorboard wandb csv_monitor comet elasticity checkpoint data_types data_efficiency
-curriculum_learning compression_training sparse_attention pipeline progressive_layer_drop eigenvalue
-quantize_training nebula hybrid_engine compile torch_autocast timers dataloader_drop_last
-load_universal_checkpoint use_node_local_storage weight_quantization graph_harvesting
-seq_parallel_communication_data_type sequence_parallel_size disable_allgather
-use_data_before_expert_parallelism
-""".split())
+# Read only once a process group exists (DeepSpeedConfig.__init__), so the recording below misses it.
+_READ_UNDER_A_GROUP = frozenset({"sequence_parallel_size"})
+
+
+@functools.cache
+def deepspeed_keys() -> tuple[frozenset, dict]:
+    """(top-level keys the installed DeepSpeed reads, {removed key: DeepSpeed's reason}).
+
+    Recorded, not listed: DeepSpeed's own ``DeepSpeedConfig`` parses a config whose lookups
+    (``get``, ``in``, ``[]``, ``keys()``) note every key asked for, so the set follows DeepSpeed
+    releases instead of drifting from them.
+    """
+    from deepspeed.runtime import config as ds_config
+
+    asked = set()
+
+    class _Keys:
+        def __init__(self, keys):
+            self.keys = keys
+
+        def __contains__(self, key):
+            asked.add(key)
+            return key in self.keys
+
+        def __iter__(self):
+            return iter(self.keys)
+
+    class _Recording(dict):
+        def get(self, key, default=None):
+            asked.add(key)
+            return super().get(key, default)
+
+        def __contains__(self, key):
+            asked.add(key)
+            return super().__contains__(key)
+
+        def __getitem__(self, key):
+            asked.add(key)
+            return super().__getitem__(key)
+
+        def keys(self):
+            return _Keys(list(super().keys()))
+
+    ds_config.DeepSpeedConfig(_Recording(train_batch_size=1))
+    removed = dict(getattr(ds_config, "_REMOVED_TOP_LEVEL_CONFIG_KEYS", {}))  # DeepSpeed refuses these itself
+    return frozenset((asked | _READ_UNDER_A_GROUP) - set(removed)), removed
 
 
 def config_path(flag: str) -> str:
@@ -57,11 +91,25 @@ def _check_zero_section(path, section) -> int:
         raise MinirecError(f"--deepspeed {path}: zero_optimization.{where}: {err['msg']}")
 
 
-def check_deepspeed(path, quantization=None, rl=False) -> dict:
+def _check_optimizer_section(path, section, weight_decay) -> None:
+    """An ``optimizer`` section makes transformers hand DeepSpeed one group of every trainable
+    weight, so its weight decay would reach the embedding and SID rows minirec exempts."""
+    if not isinstance(section, dict):
+        return
+    decay = (section.get("params") or {}).get("weight_decay", "auto")
+    decay = weight_decay if decay == "auto" else decay
+    if isinstance(decay, (int, float)) and decay > 0:
+        raise MinirecError(f"--deepspeed {path}: its optimizer section would decay the embedding and SID rows too "
+                           f"(weight decay {decay}); remove the section (the Trainer's AdamW, which exempts them, "
+                           "then runs as DeepSpeed's CPU Adam under offload) or pass --weight_decay 0")
+
+
+def check_deepspeed(path, quantization=None, rl=False, weight_decay=0.0) -> dict:
     """Read and check a DeepSpeed config; returns it. Every problem is a one-line MinirecError.
 
     ``rl``: GRPO keeps the best policy's weights and saves from rank 0, which partitioned
     (ZeRO-3) weights do not allow; RL runs on ZeRO-2 (weights replicated, states sharded).
+    ``weight_decay``: the run's ``--weight_decay``, which an ``optimizer`` section's "auto" takes.
     """
     path = Path(path)
     if not path.is_file():
@@ -74,12 +122,16 @@ def check_deepspeed(path, quantization=None, rl=False) -> dict:
         raise MinirecError(f"--deepspeed {path}: expected a JSON object such as configs/deepspeed/zero2.json")
     if importlib.util.find_spec("deepspeed") is None:
         raise MinirecError("--deepspeed needs the deepspeed package: DS_BUILD_OPS=0 pip install deepspeed")
+    known, removed = deepspeed_keys()
     for key in config:
-        if key not in DOCUMENTED_KEYS:
-            close = difflib.get_close_matches(key, sorted(DOCUMENTED_KEYS), n=1)
+        if key in removed:
+            raise MinirecError(f"--deepspeed {path}: {key!r}: {removed[key]}")
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise MinirecError(f"--deepspeed {path}: unknown key {key!r} (DeepSpeed would ignore it){hint}")
     stage = _check_zero_section(path, config.get("zero_optimization", {}))
+    _check_optimizer_section(path, config.get("optimizer"), weight_decay)
     if stage == 3 and quantization:
         raise MinirecError(f"--deepspeed {path}: ZeRO-3 partitions the weights, which a {quantization} "
                            "(bitsandbytes) base cannot be; use configs/deepspeed/zero2.json for QLoRA/8-bit")

@@ -94,6 +94,25 @@ def wrap_model(model, mode, sid_token_ids, lora_r=8, lora_alpha=16, lora_dropout
     return get_peft_model(model, config)
 
 
+def upcast_trainable(model, under_deepspeed: bool) -> int:
+    """Trainable bf16/fp16 weights -> fp32, the master weights of mixed precision; returns how many.
+
+    The Trainer's ``bf16=True`` autocasts the forward pass but leaves AdamW updating each weight
+    in its own dtype: a bf16 weight drops every update below its bf16 spacing (1/256 of its size;
+    at RL's learning rates, most updates). Frozen weights keep their dtype (a LoRA base stays
+    bf16, a QLoRA base 4-bit); under DeepSpeed, whose bf16 mode keeps its own fp32 copy, nothing
+    is cast.
+    """
+    if under_deepspeed:
+        return 0
+    cast = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+            cast += 1
+    return cast
+
+
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total), counting a packed 4-bit weight by the values it holds, as PEFT does."""
     trainable = total = 0

@@ -84,16 +84,57 @@ def keep_4bit_trainable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def add_sid_tokens(model, tokenizer, sid_tokens) -> list[int]:
-    """Add SID tokens as ordinary (non-special) tokens, resize embeddings, return their ids.
+def fit_embeddings(model, n_tokens: int) -> None:
+    """Grow the embedding (and LM head) to hold ``n_tokens`` ids; never shrink it.
 
-    Non-special so that decoding keeps them in the text; new rows start at the mean of the
-    old ones (transformers' ``mean_resizing``), which keeps initial logits sane.
+    Qwen2.5 pads its matrices past its tokenizer (1.5B: 151,936 rows for 151,665 tokens; 7B:
+    152,064): added tokens first take those padding rows. Shrinking to the tokenizer would cut a
+    tied matrix below the config's vocabulary, which breaks its checkpoints.
     """
+    if n_tokens > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(n_tokens, mean_resizing=False)  # the caller initialises the new rows
+
+
+def _sid_matrices(model) -> list:
+    """The matrices with a row per token: the input embedding, plus an untied LM head."""
+    mats = [model.get_input_embeddings().weight]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not mats[0]:
+        mats.append(head.weight)
+    return mats
+
+
+@torch.no_grad()
+def _rows_at_mean(w, ids, n_source: int) -> None:
+    """Rows ``ids`` := the mean of rows [0, n_source) plus noise of 1e-9 times their variance per
+    dimension (transformers' ``mean_resizing``, diagonal). Summed in chunks: no float copy of ``w``."""
+    total = torch.zeros(w.shape[1], dtype=torch.float64, device=w.device)
+    squares = torch.zeros_like(total)
+    for chunk in w[:n_source].split(16384):
+        chunk = chunk.double()
+        total += chunk.sum(0)
+        squares += (chunk * chunk).sum(0)
+    mean = total / n_source
+    std = (squares / n_source - mean * mean).clamp(min=0).sqrt()
+    noise = torch.randn(len(ids), w.shape[1], device=w.device, dtype=torch.float64)
+    w[torch.as_tensor(ids, device=w.device)] = (mean + 1e-9 ** 0.5 * std * noise).to(w.dtype)
+
+
+def add_sid_tokens(model, tokenizer, sid_tokens) -> list[int]:
+    """Add SID tokens as ordinary (non-special) tokens, return their ids.
+
+    Non-special so that decoding keeps them in the text. Every row of a token added here starts
+    at the mean of the rows of the tokenizer's own tokens (plus 1e-9-scaled noise), which keeps
+    initial logits sane: whether it lands on a padding row the base never trained (Qwen2.5) or
+    on a row appended by :func:`fit_embeddings`.
+    """
+    trained = len(tokenizer)
     missing = [t for t in sid_tokens if t not in tokenizer.get_vocab()]
     tokenizer.add_tokens(missing, special_tokens=False)
-    if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    fit_embeddings(model, len(tokenizer))
+    if missing:
+        for w in _sid_matrices(model):
+            _rows_at_mean(w, tokenizer.convert_tokens_to_ids(missing), trained)
     ids = tokenizer.convert_tokens_to_ids(list(sid_tokens))
     for tok, i in zip(sid_tokens, ids):
         if tokenizer.convert_ids_to_tokens(i) != tok or len(tokenizer.encode(tok, add_special_tokens=False)) != 1:
@@ -106,27 +147,21 @@ def init_sid_rows(model, token_ids, how: str = "auto") -> None:
     """Re-initialise the SID rows of the input embedding (and of an untied LM head).
 
     ``auto`` keeps what :func:`add_sid_tokens` gave; ``mean`` sets every row to the mean of the
-    other rows plus 1e-9-scaled noise (what transformers' ``mean_resizing`` does for added rows);
-    ``random`` draws them from N(0, initializer_range), like a fresh model's rows.
+    rows before the first SID row (the base's own tokens; padding rows come after) plus
+    1e-9-scaled noise; ``random`` draws them from N(0, initializer_range), like a fresh model's rows.
     """
     if how == "auto":
         return
-    ids = torch.tensor(list(token_ids))
-    mats = [model.get_input_embeddings().weight]
-    head = model.get_output_embeddings()
-    if head is not None and head.weight is not mats[0]:
-        mats.append(head.weight)
-    for w in mats:
-        keep = torch.ones(w.shape[0], dtype=torch.bool)
-        keep[ids] = False
+    if how not in ("mean", "random"):
+        raise MinirecError(f"--sid_init {how!r}: choose auto, mean or random")
+    ids = list(token_ids)
+    for w in _sid_matrices(model):
         if how == "mean":
-            rest = w[keep].float()
-            w[ids] = (rest.mean(0) + 1e-9 ** 0.5 * rest.std(0) * torch.randn(len(ids), w.shape[1])).to(w.dtype)
-        elif how == "random":
-            std = getattr(model.config, "initializer_range", 0.02)
-            w[ids] = (torch.randn(len(ids), w.shape[1]) * std).to(w.dtype)
+            _rows_at_mean(w, ids, min(ids))
         else:
-            raise MinirecError(f"--sid_init {how!r}: choose auto, mean or random")
+            std = getattr(model.config, "initializer_range", 0.02)
+            rows = torch.randn(len(ids), w.shape[1], device=w.device) * std
+            w[torch.as_tensor(ids, device=w.device)] = rows.to(w.dtype)
 
 
 def save_trained(model, tokenizer, out_dir, state_dict=None) -> None:
@@ -156,8 +191,7 @@ def load_trained(model_path, quantization="from_run", trust_remote_code=False, i
         from peft import PeftModel
 
         model, _ = load_base(run.resolve_base(model_path), quantization, trust_remote_code)
-        if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        fit_embeddings(model, len(tokenizer))  # as training did: the adapter holds the SID rows
         model = PeftModel.from_pretrained(model, model_path, is_trainable=is_trainable)
     else:
         model, _ = load_base(model_path, quantization, trust_remote_code)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from minirec.data import load_dataset
+from minirec.deepspeed_config import config_path
 from minirec.distributed import (batch_layout, batch_line, is_main_process, process_device, rank,
                                   single_process_group, world_size)
 from minirec.errors import MinirecError
@@ -22,8 +23,8 @@ from minirec.decoding import build_trie, rank_sids
 from minirec.flags import only_with
 from minirec.io import write_json
 from minirec.plots import plot_rl
-from minirec.modeling.adapters import resolve_target_modules, trainable_line
-from minirec.modeling.loading import keep_4bit_trainable, load_base, save_trained, use_bf16
+from minirec.modeling.adapters import resolve_target_modules, trainable_line, upcast_trainable
+from minirec.modeling.loading import fit_embeddings, keep_4bit_trainable, load_base, save_trained, use_bf16
 from minirec.prompts import next_sid_prompt
 from minirec.rl.config import RLConfig
 from minirec.rl.rewards import build_rewards
@@ -53,8 +54,7 @@ def _load_policy(config: RLConfig, run: RunInfo, tokenizer):
     path = run.resolve_base(config.model_path) if run.is_adapter else Path(config.model_path)
     model, _ = load_base(path, config.quantization, config.trust_remote_code)
     keep_4bit_trainable(model)
-    if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    fit_embeddings(model, len(tokenizer))  # as SFT did: never below a padded vocabulary
     if getattr(model, "is_quantized", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     if not wants_peft:
@@ -188,6 +188,8 @@ def train(config: RLConfig) -> dict:
     )
     if ranking:
         ranking.trainer = trainer
+    # After TRL built its reference (bf16, like the policy) and cast QLoRA adapters to bf16.
+    upcast_trainable(trainer.model, under_deepspeed=bool(config_path(config.deepspeed)))
     peft_model = hasattr(trainer.model, "peft_config")
     if peft_model:
         expose_adapted_lm_head(trainer.model)

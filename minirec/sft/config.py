@@ -42,9 +42,9 @@ class SFTConfig:
     tiny_attention_dropout: float = 0.0
     """Dropout on the tiny model's attention probabilities (Qwen2 has no other dropout)."""
     sid_init: str = "auto"
-    """SID token rows at the start: "auto" (added rows at the mean of the old ones, transformers'
-    mean_resizing; the tiny base is built with them, randomly initialised), "mean" or "random"
-    (normal, the base's initializer_range) for every SID row."""
+    """SID token rows at the start: "auto" (added rows at the mean of the base's own token rows,
+    also where they take a padded base's spare rows (Qwen2.5); the tiny base is built with them,
+    randomly initialised), "mean" or "random" (normal, the base's initializer_range) for every SID row."""
     trust_remote_code: bool = False
     """Allow a local checkpoint's own modelling code to run. Off unless you trust it."""
 
@@ -182,7 +182,7 @@ class SFTConfig:
                   f"to --base_model tiny, not {self.base_model}")
         only_with(self, ("select_rows", "select_beams"), self.select_by == "ranking", "with --select_by ranking")
         if config_path(self.deepspeed):  # --deepspeed, or accelerate launch's DeepSpeed config
-            check_deepspeed(config_path(self.deepspeed), self.quantization)
+            check_deepspeed(config_path(self.deepspeed), self.quantization, weight_decay=self.weight_decay)
         check_output_dir(self.output_dir)
         check_dataset_dir(self.data_dir)
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 from minirec.data import load_dataset
 from minirec.data.sequences import user_sequences
-from minirec.distributed import batch_layout, batch_line, is_main_process, single_process_group, world_size
+from minirec.deepspeed_config import config_path
+from minirec.distributed import (batch_layout, batch_line, is_main_process, map_sharded, single_process_group,
+                                 world_size)
 from minirec.errors import MinirecError
 from minirec.io import write_json
-from minirec.modeling.adapters import trainable_line, wrap_model
+from minirec.modeling.adapters import trainable_line, upcast_trainable, wrap_model
 from minirec.modeling.bases import prepare_base
 from minirec.modeling.loading import (add_sid_tokens, init_sid_rows, keep_4bit_trainable, load_base, save_trained,
                                      use_bf16)
@@ -77,22 +79,56 @@ def _callbacks(config):
     return callbacks
 
 
+def _across_processes(fn, rows):
+    """``fn(rows)``, split across processes unless ZeRO-3 partitions the weights (then every
+    forward gathers them from all processes, so each process decodes every row)."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return fn(rows) if is_deepspeed_zero3_enabled() else map_sharded(fn, rows)
+
+
 def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
-    """The selection search: ranks of the targets of a fixed, evenly spaced valid subset."""
+    """The selection search: ranks of the targets of a fixed, evenly spaced valid subset, each
+    process decoding its share of the rows."""
     if config.select_by != "ranking":
         return None
     from minirec.decoding import rank_sids
     from minirec.metrics import rank_of
 
     rows = valid_rows[:: max(1, len(valid_rows) // config.select_rows)][: config.select_rows]
-    targets = [catalogue.sid(r.target) for r in rows]
 
     def ranks(model):
-        ranked = rank_sids(model, tokenizer, catalogue, [r.history for r in rows], config.template,
-                           config.max_history, config.select_beams, batch_size=16, progress=False)
-        return [rank_of([sid for sid, _ in preds], t) for preds, t in zip(ranked, targets)]
+        def decode(part):
+            ranked = rank_sids(model, tokenizer, catalogue, [r.history for r in part], config.template,
+                               config.max_history, config.select_beams, batch_size=16, progress=False)
+            return [rank_of([sid for sid, _ in preds], catalogue.sid(r.target)) for preds, r in zip(ranked, part)]
+
+        return _across_processes(decode, rows)
 
     return ranks
+
+
+def load_for_training(config: SFTConfig, base_path, catalogue):
+    """The base with its SID rows, wrapped for ``config.mode`` -> (model, tokenizer).
+
+    On a bf16 GPU the base loads in bf16; the weights that train are then fp32 (frozen ones stay
+    bf16), unless DeepSpeed, which keeps its own fp32 copy, runs the job.
+    """
+    model, tokenizer = load_base(base_path, config.quantization, config.trust_remote_code)
+    keep_4bit_trainable(model)
+    if config.base_model == "tiny" and config.mode in ("lora", "qlora", "freeze"):
+        log.warning("%s on the randomly initialised tiny base learns little: the frozen base knows "
+                    "nothing. Use full fine-tuning for tiny, or a pretrained --base_model.", config.mode)
+    sid_ids = add_sid_tokens(model, tokenizer, catalogue.sid_tokens())
+    init_sid_rows(model, sid_ids, config.sid_init)
+    model = wrap_model(
+        model, config.mode, sid_ids, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout, lora_target_modules=config.lora_target_modules,
+        use_rslora=config.use_rslora, use_dora=config.use_dora,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
+    upcast_trainable(model, under_deepspeed=bool(config_path(config.deepspeed)))
+    return model, tokenizer
 
 
 def _training_args(config: SFTConfig, out: Path, micro: int, accumulation: int):
@@ -166,19 +202,7 @@ def train(config: SFTConfig) -> dict:
         with args.main_process_first(local=True, desc="base model"):  # rank 0 builds tiny, the others reuse it
             base_path = prepare_base(config.base_model, out, catalogue, spec,
                                      with_titles=bool(TITLE_TASKS & set(tasks)))
-        model, tokenizer = load_base(base_path, config.quantization, config.trust_remote_code)
-        keep_4bit_trainable(model)
-        if config.base_model == "tiny" and config.mode in ("lora", "qlora", "freeze"):
-            log.warning("%s on the randomly initialised tiny base learns little: the frozen base knows "
-                        "nothing. Use full fine-tuning for tiny, or a pretrained --base_model.", config.mode)
-        sid_ids = add_sid_tokens(model, tokenizer, catalogue.sid_tokens())
-        init_sid_rows(model, sid_ids, config.sid_init)
-        model = wrap_model(
-            model, config.mode, sid_ids, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout, lora_target_modules=config.lora_target_modules,
-            use_rslora=config.use_rslora, use_dora=config.use_dora,
-            gradient_checkpointing=config.gradient_checkpointing,
-        )
+        model, tokenizer = load_for_training(config, base_path, catalogue)
     print(trainable_line(model), flush=True)
 
     train_rows = data.split("train")[: config.max_train_rows or None]
@@ -208,12 +232,14 @@ def train(config: SFTConfig) -> dict:
     final_eval = trainer.evaluate()  # of the best checkpoint, which load_best_model_at_end restored
 
     greedy = None
-    if config.greedy_eval_rows > 0:  # on every rank: under ZeRO-3 each forward gathers weights from all ranks
+    if config.greedy_eval_rows > 0:
         from minirec.decoding import greedy_next_sid
 
         rows = data.split("valid")[: config.greedy_eval_rows]
-        acc, _ = greedy_next_sid(trainer.model, tokenizer, catalogue, rows, config.template, config.max_history)
-        greedy = {"rows": len(rows), "split": "valid", "accuracy": acc}
+        predictions = _across_processes(lambda part: greedy_next_sid(
+            trainer.model, tokenizer, catalogue, part, config.template, config.max_history)[1], rows)
+        hits = sum(p == catalogue.sid(r.target) for p, r in zip(predictions, rows))
+        greedy = {"rows": len(rows), "split": "valid", "accuracy": hits / max(len(rows), 1)}
     state_dict = None
     if trainer.is_deepspeed_enabled and trainer.accelerator.deepspeed_plugin.zero_stage == 3:
         # Every rank joins the layer-by-layer gather; rank 0 receives the full 16-bit weights.

@@ -5,7 +5,8 @@
   valid subset) to every evaluation, before the Trainer logs it, picks the best checkpoint and
   runs early stopping (valid loss is only a proxy for the ranking; docs/RESULTS.md compares
   the two). ``compute_metrics`` cannot do this: it only sees the logits of the loss pass, not
-  a model to decode with.
+  a model to decode with. Processes split the rows (``rank_fn`` gathers them); ``eval_rank_seconds``
+  times the search.
 * No weight decay on embedding rows (the Trainer exempts only biases and norms): decaying the
   rarely-seen SID rows pulls them towards zero between their updates.
 * :class:`Throughput` adds samples/s and non-padding tokens/s to every log line.
@@ -27,11 +28,13 @@ class SIDTrainer(Trainer):
     def evaluation_loop(self, *args, metric_key_prefix="eval", **kwargs):
         output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
         if self.rank_fn is not None:
+            started = time.perf_counter()
             m = ranking_metrics(self.rank_fn(self.model), ks=(10,))
             output.metrics.update({
                 f"{metric_key_prefix}_HR@10": round(m["HR@10"], 5),
                 f"{metric_key_prefix}_NDCG@10": round(m["NDCG@10"], 5),
                 f"{metric_key_prefix}_rank_score": round(m["HR@10"] + m["NDCG@10"], 5),
+                f"{metric_key_prefix}_rank_seconds": round(time.perf_counter() - started, 2),
             })
         return output
 
