@@ -109,12 +109,20 @@ class RankingEval(TrainerCallback):
             self.save_state(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
     def on_log(self, args, state, control, logs=None, **kw):
-        if logs is None or self.rollout is None:
+        # Every process logs at the same steps; the evaluation's own log line takes no counters.
+        if logs is None or self.rollout is None or "valid_HR@10" in logs:
             return
-        fracs = self.rollout.pop_stats()
+        fracs = self.rollout.pop_stats(self._sum_over_processes)
         logs.update(fracs)
         if state.log_history:  # the Trainer stored a copy of logs before calling us
             state.log_history[-1].update(fracs)
+
+    def _sum_over_processes(self, counts):
+        if world_size() == 1:
+            return counts
+        accelerator = self.trainer.accelerator
+        total = accelerator.reduce(torch.tensor(counts, dtype=torch.long, device=accelerator.device), "sum")
+        return total.tolist()
 
     def on_train_end(self, args, state, control, **kw):
         self.evaluate(state)

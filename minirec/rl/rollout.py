@@ -92,9 +92,17 @@ class SIDRollout:
                 sequences[g][self.G - 1] = want
                 self.stats["target_added"] += 1
 
-    def pop_stats(self) -> dict:
-        """Fractions of the groups rolled out since the last call (then the counters restart)."""
-        stats, self.stats = self.stats, Counter()
+    STAT_KEYS = ("groups", "target_added", "zero_std_before", "refilled", "zero_std_after")
+
+    def pop_stats(self, reduce=None) -> dict:
+        """Fractions of the groups rolled out since the last call (then the counters restart).
+
+        ``reduce`` sums a list of counts over processes (every process must call it), so the
+        fractions are the whole step's, not the main process's share of it."""
+        counts, self.stats = [self.stats[k] for k in self.STAT_KEYS], Counter()
+        if reduce is not None:
+            counts = reduce(counts)
+        stats = dict(zip(self.STAT_KEYS, counts))
         if not stats["groups"]:
             return {}
         names = {"target_added": "frac_groups_target_added", "zero_std_before": "frac_zero_std_before_refill",

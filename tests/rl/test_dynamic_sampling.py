@@ -64,3 +64,31 @@ def test_replacements_are_drawn_without_replacement_within_a_step(tiny_model, si
     assert rollout.pop_stats() == {"frac_zero_std_before_refill": 1.0, "frac_groups_refilled": 0.0,
                                    "frac_zero_std_after_refill": 1.0}
     assert rollout.pop_stats() == {}  # counters restart after each log
+
+
+def test_logged_fractions_pool_every_process_and_skip_the_evaluation_line(tiny_model, monkeypatch):
+    """Each process counts its own groups; the log must show the whole step's fractions (not the
+    main process's share), and the valid-evaluation log line must not swallow the counters."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from minirec.rl import callbacks
+
+    _, tok, _ = tiny_model
+    rollout = SIDRollout(tok, None, 4, refill_pool=([], []), group_rewards=lambda *a: [0.0])
+    rollout.stats.update(groups=8, zero_std_before=8, refilled=6, zero_std_after=2)  # this process
+    other = torch.tensor([8, 0, 0, 0, 0])  # another process: 8 groups, all informative
+
+    accelerator = SimpleNamespace(device="cpu", reduce=lambda t, op: t + other)
+    ev = callbacks.RankingEval(None, [], None, eval_steps=0, rollout=rollout)
+    ev.trainer = SimpleNamespace(accelerator=accelerator)
+    monkeypatch.setattr(callbacks, "world_size", lambda: 2)
+    state = SimpleNamespace(log_history=[{}])
+    ev.on_log(None, state, None, logs={"valid_HR@10": 0.1})
+    assert rollout.stats["groups"] == 8  # the evaluation line left the counters alone
+    logs = {"loss": 1.0}
+    ev.on_log(None, state, None, logs=logs)
+    assert logs["frac_zero_std_before_refill"] == 0.5 and logs["frac_groups_refilled"] == 0.375
+    assert logs["frac_zero_std_after_refill"] == 0.125 and state.log_history[-1] == {k: logs[k] for k in logs
+                                                                                    if k.startswith("frac")}
