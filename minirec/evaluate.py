@@ -14,13 +14,12 @@ from pathlib import Path
 
 import torch
 
-from minirec.cli import Command
+from minirec.config import Config
 from minirec.data import load_dataset
 from minirec.decoding import rank_sids
 from minirec.distributed import process_device, to_process_device, world_size
 from minirec.data.readers import SPLITS
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
 from minirec.io import write_json, write_jsonl
 from minirec.metrics import DEFAULT_KS, format_table, rank_of, ranking_metrics, split_metrics_by_repeat
 from minirec.run_info import RUN_FILE, RunInfo
@@ -39,7 +38,7 @@ def _shard(rows):
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Config):
     model_path: str
     """A finished run dir (sft.py, rl.py or python -m minirec.merge wrote it; it holds run.json)."""
     split: str = "test"
@@ -67,6 +66,8 @@ class EvalConfig:
         if self.num_beams <= 0 or self.batch_size <= 0 or self.max_rows < 0:
             raise MinirecError("--num_beams and --batch_size must be positive, --max_rows >= 0")
         self.cutoffs()
+
+    def check_paths(self) -> None:
         if self.output_dir and (Path(self.output_dir) / RUN_FILE).exists():
             raise MinirecError(f"--output_dir {self.output_dir} holds a run (run.json); its metrics.json would be "
                                "overwritten: pass another dir")
@@ -83,7 +84,7 @@ class EvalConfig:
 
 def evaluate(model_path, **options) -> dict:
     """``main`` for Python callers: keyword arguments are the flags of :class:`EvalConfig`."""
-    return main(config_from_flags(EvalConfig, {"model_path": model_path, **options}, "evaluate.py"))
+    return main(EvalConfig.checked(model_path=model_path, **options))
 
 
 def main(config: EvalConfig) -> dict:
@@ -147,5 +148,3 @@ def main(config: EvalConfig) -> dict:
     print(f"wrote {out}/predictions.jsonl, metrics.json, metrics.png")
     return metrics
 
-
-command = Command("evaluate.py", EvalConfig, main)

@@ -11,7 +11,7 @@ History entries may be SIDs, item ids or exact titles (case-insensitive), separa
 import sys
 from dataclasses import dataclass
 
-from minirec.cli import Command, run_cli
+from minirec.config import Config
 from minirec.errors import MinirecError
 from minirec.run_info import RunInfo
 
@@ -54,7 +54,7 @@ def format_recommendations(recs, catalogue) -> str:
 
 
 @dataclass
-class RecommendConfig:
+class RecommendConfig(Config):
     model_path: str
     """A finished run dir (it holds run.json)."""
     history: str = ""
@@ -127,7 +127,7 @@ def main(config: RecommendConfig) -> None:
             print(f"error: {e}", file=sys.stderr, flush=True)
 
 
-command = Command("-m minirec.recommend", RecommendConfig, main)
-
 if __name__ == "__main__":
-    run_cli(command)
+    from minirec.cli import Command, run
+
+    run(Command("-m minirec.recommend", RecommendConfig, main))

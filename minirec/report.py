@@ -14,9 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from minirec.cli import Command, run_cli
+from minirec.config import Config
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
 from minirec.io import read_text, write_text
 from minirec.plots import plot_metrics_by_k
 
@@ -25,7 +24,7 @@ BASELINES = ("popularity", "recent_popular", "sasrec")
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(Config):
     runs: str = ""
     """Comma-separated run dirs (SFT, then RL, ...), each evaluated with evaluate.py on --split."""
     names: str = ""
@@ -83,7 +82,7 @@ def table(rows, ks=KS) -> str:
 
 def report(**flags) -> None:
     """:func:`main` for Python callers: keyword arguments are the flags of :class:`ReportConfig`."""
-    main(config_from_flags(ReportConfig, flags, "-m minirec.report"))
+    main(ReportConfig.checked(**flags))
 
 
 def main(config: ReportConfig) -> None:
@@ -103,7 +102,7 @@ def main(config: ReportConfig) -> None:
     print(f"wrote {out}")
 
 
-command = Command("-m minirec.report", ReportConfig, main)
-
 if __name__ == "__main__":
-    run_cli(command)
+    from minirec.cli import Command, run
+
+    run(Command("-m minirec.report", ReportConfig, main))

@@ -1,9 +1,10 @@
-"""The three baseline commands behind ``python -m minirec.baselines``; each writes
+"""The three baselines behind ``python -m minirec.baselines``; each writes
 ``<output_dir>/metrics.json`` (one entry per held-out split) and prints a table per split.
 
-Each is a :class:`~minirec.cli.Command` (flags: :class:`HeuristicConfig` or
-:class:`~minirec.baselines.sasrec.SASRecConfig`); ``popularity(...)``, ``recent_popular(...)``
-and ``sasrec(...)`` take the same flags as keyword arguments, for Python callers.
+``run_popularity``, ``run_recent_popular`` and ``run_sasrec`` take a checked config
+(:class:`HeuristicConfig` or :class:`~minirec.baselines.sasrec.SASRecConfig`);
+``popularity(...)``, ``recent_popular(...)`` and ``sasrec(...)`` take the same flags as keyword
+arguments, for Python callers.
 """
 
 from dataclasses import dataclass
@@ -11,14 +12,13 @@ from dataclasses import dataclass
 from minirec.baselines.heuristics import most_popular, recent_then_popular
 from minirec.baselines.sasrec import SASRecConfig
 from minirec.baselines.scoring import evaluate_ranker, parse_splits, write_report
-from minirec.cli import Command
+from minirec.config import Config
 from minirec.data import load_dataset
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
 
 
 @dataclass
-class HeuristicConfig:
+class HeuristicConfig(Config):
     data_dir: str = "data/Industrial_and_Scientific"
     """Dataset dir: index.json and train/valid/test (popularity is counted on train)."""
     split: str = "valid,test"
@@ -74,25 +74,13 @@ def run_sasrec(config: SASRecConfig) -> dict:
     return run(config)
 
 
-COMMANDS = {
-    "popularity": Command("-m minirec.baselines popularity", HeuristicConfig, run_popularity),
-    "recent_popular": Command("-m minirec.baselines recent_popular", HeuristicConfig, run_recent_popular),
-    "sasrec": Command("-m minirec.baselines sasrec", SASRecConfig, run_sasrec),
-}
-
-
-def _call(name, flags) -> dict:
-    command = COMMANDS[name]
-    return command.main(config_from_flags(command.config, flags, command.prog))
-
-
 def popularity(**flags) -> dict:
-    return _call("popularity", flags)
+    return run_popularity(HeuristicConfig.checked(**flags))
 
 
 def recent_popular(**flags) -> dict:
-    return _call("recent_popular", flags)
+    return run_recent_popular(HeuristicConfig.checked(**flags))
 
 
 def sasrec(**flags) -> dict:
-    return _call("sasrec", flags)
+    return run_sasrec(SASRecConfig.checked(**flags))
