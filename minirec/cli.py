@@ -15,6 +15,7 @@ sees it, lists the config's fields, so ``-- --help`` (Fire's own help) lists the
 Library modules never import this one: it sits on top, in the command modules.
 """
 
+import contextlib
 import dataclasses
 import difflib
 import inspect
@@ -93,7 +94,11 @@ def _component(command: Command):
             return None
         config = _config(command, words, flags)
         config.check_paths()
-        command.main(config)
+        from minirec.output_lock import hold  # here, not at the top: it imports torch, which --help does not need
+
+        output = config.output()
+        with hold(output[1], output[0]) if output else contextlib.nullcontext():
+            command.main(config)
         return None  # Fire would print a returned value
 
     kw = inspect.Parameter.KEYWORD_ONLY

@@ -52,6 +52,11 @@ class Config:
     def check_paths(self) -> None:
         """Check the files and dirs the values name, before anything loads; raise MinirecError."""
 
+    def output(self) -> tuple[str, str] | None:
+        """(flag, path) of what a run writes: a command holds it while it runs (one run per output,
+        :mod:`minirec.output_lock`). None: the run writes nothing."""
+        return None
+
 
 @cache
 def field_docs(cls) -> dict[str, tuple[str, str]]:

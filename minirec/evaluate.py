@@ -53,6 +53,9 @@ class EvalConfig(Config):
             raise MinirecError("--num_beams and --batch_size must be positive, --max_rows >= 0")
         self.cutoffs()
 
+    def output(self):
+        return "--output_dir", self.output_dir or str(Path(self.model_path) / f"eval_{self.split}")
+
     def check_paths(self) -> None:
         if self.output_dir and (Path(self.output_dir) / RUN_FILE).exists():
             raise MinirecError(f"--output_dir {self.output_dir} holds a run (run.json); its metrics.json would be "
@@ -86,7 +89,7 @@ def main(config: EvalConfig) -> dict:
     # Under torchrun: the process group (gloo on CPU, NCCL on this rank's GPU); one process otherwise.
     # accelerate counts CPU processes only when told it runs on the CPU (as the Trainer tells it).
     state = PartialState(cpu=process_device().type == "cpu")
-    model_path, split, num_beams, output_dir = config.model_path, config.split, config.num_beams, config.output_dir
+    model_path, split, num_beams = config.model_path, config.split, config.num_beams
     ks = config.cutoffs()
     run = RunInfo.read(model_path)  # data problems surface before the model loads
     data = load_dataset(config.data_dir or run.data_dir, splits=(split,))
@@ -125,7 +128,7 @@ def main(config: EvalConfig) -> dict:
         "wall_seconds": round(seconds, 2), "seconds_per_1000_rows": round(1000 * seconds / len(rows), 2),
         "processes": state.num_processes,
     }
-    out = Path(output_dir or Path(model_path) / f"eval_{split}")
+    out = Path(config.output()[1])
     write_jsonl(out / "predictions.jsonl", records)
     write_json(out / "metrics.json", metrics)
     from minirec.plots import plot_ranking_metrics

@@ -25,6 +25,9 @@ class MergeConfig(Config):
     trust_remote_code: bool = False
     """Allow the checkpoint's own modelling code to run."""
 
+    def output(self):
+        return "--output_dir", self.output_dir
+
     def check_paths(self) -> None:
         if Path(self.output_dir).exists():
             raise MinirecError(f"{self.output_dir} already exists; pass a new --output_dir")

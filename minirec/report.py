@@ -40,6 +40,9 @@ class ReportConfig(Config):
         if self.split not in ("valid", "test"):
             raise MinirecError(f"--split {self.split!r}: choose valid or test")
 
+    def output(self):
+        return "--out", self.out
+
 
 def _read(path: Path) -> dict:
     try:

@@ -20,7 +20,8 @@ from tests.conftest import INDUSTRIAL, ROOT
 
 
 def _commands():
-    from minirec.baselines.commands import HeuristicConfig, run_popularity, run_recent_popular, run_sasrec
+    from minirec.baselines.commands import (PopularityConfig, RecentPopularConfig, run_popularity,
+                                            run_recent_popular, run_sasrec)
     from minirec.baselines.sasrec import SASRecConfig
     from minirec.data import convert, prepare
     from minirec.evaluate import EvalConfig, main as evaluate
@@ -40,8 +41,8 @@ def _commands():
             "prepare": Command("-m minirec.data.prepare", prepare.PrepareConfig, prepare.main),
             "convert": Command("-m minirec.data.convert", convert.ConvertConfig, convert.main, ("src", "dst")),
             "report": Command("-m minirec.report", ReportConfig, report),
-            "popularity": Command(f"{b} popularity", HeuristicConfig, run_popularity),
-            "recent_popular": Command(f"{b} recent_popular", HeuristicConfig, run_recent_popular),
+            "popularity": Command(f"{b} popularity", PopularityConfig, run_popularity),
+            "recent_popular": Command(f"{b} recent_popular", RecentPopularConfig, run_recent_popular),
             "sasrec": Command(f"{b} sasrec", SASRecConfig, run_sasrec)}
 
 

@@ -101,6 +101,9 @@ class SASRecConfig(Config):
         if min(self.max_train_rows, self.max_eval_rows, self.num_threads) < 0:
             raise MinirecError("--max_train_rows, --max_eval_rows and --num_threads must be >= 0 (0 = all / default)")
 
+    def output(self):
+        return "--output_dir", self.output_dir
+
 
 class SASRec(nn.Module):
     """Item sequences (ids 1..num_items, 0 = padding *after* the last item) -> hidden states.

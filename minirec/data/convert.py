@@ -22,6 +22,9 @@ class ConvertConfig(Config):
     dst: str
     """A new dataset dir for the .inter files and copies of index.json and item.json."""
 
+    def output(self):
+        return "DST", self.dst
+
     def check_paths(self) -> None:
         src, dst = Path(self.src), Path(self.dst)
         if dst.exists() and src.exists() and dst.resolve() == src.resolve():

@@ -116,6 +116,9 @@ class PrepareConfig(Config):
         if self.min_rating is not None and self.sequences:
             raise MinirecError("--min_rating needs rated events (--interactions); sequences have no ratings")
 
+    def output(self):
+        return "--out", self.out
+
     def check_paths(self) -> None:
         if any((Path(self.out) / f"{s}.{x}").exists() for s in ("train", "valid", "test") for x in ("inter", "csv")):
             raise MinirecError(f"--out {self.out} already holds a dataset; pass a new dir (nothing was changed)")

@@ -151,6 +151,9 @@ class RLConfig(Config):
         if self.item_embeddings and "semantic" not in rewards:
             raise MinirecError("--item_embeddings only applies with a semantic reward (--reward_type semantic, ...)")
 
+    def output(self):
+        return "--output_dir", self.output_dir
+
     def check_paths(self) -> None:
         if config_path(self.deepspeed):  # --deepspeed, or accelerate launch's DeepSpeed config
             check_deepspeed(config_path(self.deepspeed), self.quantization, rl=True)

@@ -182,6 +182,9 @@ class SFTConfig(Config):
                   f"to --base_model tiny, not {self.base_model}")
         only_with(self, ("select_rows", "select_beams"), self.select_by == "ranking", "with --select_by ranking")
 
+    def output(self):
+        return "--output_dir", self.output_dir
+
     def check_paths(self) -> None:
         if config_path(self.deepspeed):  # --deepspeed, or accelerate launch's DeepSpeed config
             check_deepspeed(config_path(self.deepspeed), self.quantization)

@@ -76,6 +76,10 @@ class BuildConfig(Config):
             raise MinirecError(f"--out {self.out}: the index is a .json file, e.g. data/mydata/index.json")
 
 
+    def output(self):
+        return "--out", self.out
+
+
 def build_index(items_path, out, encode=None, **options) -> dict:
     """:func:`main` for Python callers: keyword arguments are the flags of :class:`BuildConfig`;
     ``encode`` (texts -> vectors) replaces the encoder, for tests."""
