@@ -53,7 +53,7 @@ def main(config: MergeConfig) -> Path:
     try:
         save_trained(merged, tokenizer, tmp)
         replace(run, mode="full", base_model_path=".", quantization=None,
-                config={**run.config, "merged_from": str(model_path)}).write(tmp)
+                config={**run.config, "merged_from": str(model_path)}).write(tmp, run.catalogue_dir(model_path))
         tmp.rename(out)  # the merged dir appears only when complete
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

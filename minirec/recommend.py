@@ -70,7 +70,7 @@ class RecommendConfig(Config):
     interactive: bool = False
     """Read one history per line from stdin instead of --history; an empty line ends."""
     data_dir: str = ""
-    """Dataset dir for the catalogue; default: the one recorded in the run."""
+    """Dataset dir for the catalogue; default: the run's own copy (older runs: the recorded dataset dir)."""
     trust_remote_code: bool = False
     """Allow the checkpoint's own modelling code to run."""
 
@@ -93,7 +93,7 @@ def main(config: RecommendConfig) -> None:
     from minirec.data import load_dataset
 
     run = RunInfo.read(config.model_path)
-    catalogue = load_dataset(config.data_dir or run.data_dir, splits=()).catalogue
+    catalogue = load_dataset(config.data_dir or run.catalogue_dir(config.model_path), splits=()).catalogue
     run.check_index(catalogue)
     history, top_k, sep = config.history, config.top_k, config.sep
     if not config.interactive:
