@@ -101,6 +101,8 @@ def _component(command: Command):
             command.main(config)
         return None  # Fire would print a returned value
 
+    # What Fire sees: the fields as keyword-only parameters (so a bare --flag or --noflag resolves
+    # against them, and `-- --help` lists them with their docs), then *words/**flags for the rest.
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [inspect.Parameter(f.name, kw, default=None if default_of(f) is dataclasses.MISSING else default_of(f))
               for f in option_fields(command.config)]
