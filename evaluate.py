@@ -1,7 +1,7 @@
 """Offline evaluation: python evaluate.py --help lists every flag (minirec.evaluate.EvalConfig)."""
 
-from minirec.cli import run_cli
-from minirec.evaluate import command
+from minirec.cli import Command, run
+from minirec.evaluate import EvalConfig, main
 
 if __name__ == "__main__":
-    run_cli(command)
+    run(Command("evaluate.py", EvalConfig, main))

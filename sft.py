@@ -1,7 +1,7 @@
 """Supervised fine-tuning: python sft.py --help lists every flag (minirec.sft.SFTConfig)."""
 
-from minirec.cli import run_cli
-from minirec.sft import command
+from minirec.cli import Command, run
+from minirec.sft import SFTConfig, main
 
 if __name__ == "__main__":
-    run_cli(command)
+    run(Command("sft.py", SFTConfig, main))

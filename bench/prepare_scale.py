@@ -113,9 +113,10 @@ def main(events: int = 10_000_000, old_events: int | None = None, old_rev: str =
     old_module = work / "prepare_old.py"
     old_source = subprocess.run(["git", "show", f"{old_rev}:minirec/data/prepare.py"], cwd=ROOT, check=True,
                                 capture_output=True, text=True).stdout
-    # today's minirec.cli.run_cli takes a command spec, not a function: run the old main with Fire
-    old_module.write_text(old_source.replace("    run_cli(main)", "    import fire\n    fire.Fire(main)"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the old module imports today's minirec (readers, io, cli)
+    # the old module ran its main through a minirec.cli.run_cli that no longer exists: run it with Fire
+    old_module.write_text(old_source.replace("from minirec.cli import run_cli\n", "import fire\n")
+                          .replace("    run_cli(main)", "    fire.Fire(main)"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the old module imports today's minirec (readers, io)
     result = {"events": events, "old_events": old_events, "old_rev": old_rev, "flags": " ".join(FLAGS), "runs": {}}
     sizes = [events] + ([old_events] if old_events != events else [])
     for n in sizes:

@@ -12,34 +12,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from minirec.cli import Command
+from minirec.config import Config
 from minirec.data import load_dataset
 from minirec.decoding import rank_sids
-from minirec.distributed import process_device, to_process_device, world_size
+from minirec.distributed import process_device, to_process_device
 from minirec.data.readers import SPLITS
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
 from minirec.io import write_json, write_jsonl
 from minirec.metrics import DEFAULT_KS, format_table, rank_of, ranking_metrics, split_metrics_by_repeat
 from minirec.run_info import RUN_FILE, RunInfo
 
 
-def _shard(rows):
-    """(my rows with their original indices, rank, world) under torchrun; everything otherwise."""
-    world = world_size()
-    if world > 1 and not torch.distributed.is_initialized():
-        device = process_device()
-        if device.type == "cuda":
-            torch.cuda.set_device(device)  # NCCL's collectives run on the current device
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank = torch.distributed.get_rank() if world > 1 else 0
-    return [(i, r) for i, r in enumerate(rows) if i % world == rank], rank, world
-
-
 @dataclass
-class EvalConfig:
+class EvalConfig(Config):
     model_path: str
     """A finished run dir (sft.py, rl.py or python -m minirec.merge wrote it; it holds run.json)."""
     split: str = "test"
@@ -67,6 +52,11 @@ class EvalConfig:
         if self.num_beams <= 0 or self.batch_size <= 0 or self.max_rows < 0:
             raise MinirecError("--num_beams and --batch_size must be positive, --max_rows >= 0")
         self.cutoffs()
+
+    def output(self):
+        return "--output_dir", self.output_dir or str(Path(self.model_path) / f"eval_{self.split}")
+
+    def check_paths(self) -> None:
         if self.output_dir and (Path(self.output_dir) / RUN_FILE).exists():
             raise MinirecError(f"--output_dir {self.output_dir} holds a run (run.json); its metrics.json would be "
                                "overwritten: pass another dir")
@@ -83,7 +73,7 @@ class EvalConfig:
 
 def evaluate(model_path, **options) -> dict:
     """``main`` for Python callers: keyword arguments are the flags of :class:`EvalConfig`."""
-    return main(config_from_flags(EvalConfig, {"model_path": model_path, **options}, "evaluate.py"))
+    return main(EvalConfig.checked(model_path=model_path, **options))
 
 
 def main(config: EvalConfig) -> dict:
@@ -91,9 +81,15 @@ def main(config: EvalConfig) -> dict:
 
     Writes predictions.jsonl, metrics.json and metrics.png; under torchrun the rows are sharded.
     """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
     from minirec.modeling.loading import load_trained
 
-    model_path, split, num_beams, output_dir = config.model_path, config.split, config.num_beams, config.output_dir
+    # Under torchrun: the process group (gloo on CPU, NCCL on this rank's GPU); one process otherwise.
+    # accelerate counts CPU processes only when told it runs on the CPU (as the Trainer tells it).
+    state = PartialState(cpu=process_device().type == "cpu")
+    model_path, split, num_beams = config.model_path, config.split, config.num_beams
     ks = config.cutoffs()
     run = RunInfo.read(model_path)  # data problems surface before the model loads
     data = load_dataset(config.data_dir or run.data_dir, splits=(split,))
@@ -104,23 +100,18 @@ def main(config: EvalConfig) -> dict:
         model = model.merge_and_unload()
     to_process_device(model)  # this rank's GPU, or the CPU
     rows = data.split(split)[: config.max_rows or None]
-    mine, rank, world = _shard(rows)
 
     started = time.perf_counter()
-    ranked = rank_sids(model, tokenizer, catalogue, [r.history for _, r in mine], run.template, run.max_history,
-                       num_beams, config.batch_size, progress=rank == 0)
-    results = [(i, preds) for (i, _), preds in zip(mine, ranked)]
-    if world > 1:
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, results)
-        results = [x for part in gathered for x in part]
-        if rank != 0:
-            return {}
+    with state.split_between_processes(rows) as mine:  # contiguous shares, in rank order
+        ranked = rank_sids(model, tokenizer, catalogue, [r.history for r in mine], run.template, run.max_history,
+                           num_beams, config.batch_size, progress=state.is_main_process)
+    ranked = gather_object(ranked)  # every share, in rank order: the rows' order
+    if not state.is_main_process:
+        return {}
     seconds = time.perf_counter() - started
-    results.sort(key=lambda x: x[0])
 
     records, ranks, top10 = [], [], set()
-    for (_, preds), row in zip(results, rows):
+    for preds, row in zip(ranked, rows, strict=True):
         target = catalogue.sid(row.target)
         sids = [s for s, _ in preds]
         ranks.append(rank_of(sids, target))
@@ -135,9 +126,9 @@ def main(config: EvalConfig) -> dict:
         "coverage@10": len(top10) / len(catalogue.items_by_sid),
         "rows": len(rows), "split": split, "num_beams": num_beams, "model_path": str(model_path),
         "wall_seconds": round(seconds, 2), "seconds_per_1000_rows": round(1000 * seconds / len(rows), 2),
-        "processes": world,
+        "processes": state.num_processes,
     }
-    out = Path(output_dir or Path(model_path) / f"eval_{split}")
+    out = Path(config.output()[1])
     write_jsonl(out / "predictions.jsonl", records)
     write_json(out / "metrics.json", metrics)
     from minirec.plots import plot_ranking_metrics
@@ -147,5 +138,3 @@ def main(config: EvalConfig) -> dict:
     print(f"wrote {out}/predictions.jsonl, metrics.json, metrics.png")
     return metrics
 
-
-command = Command("evaluate.py", EvalConfig, main)

@@ -11,14 +11,13 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from minirec.cli import Command, run_cli
+from minirec.config import Config
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
 from minirec.run_info import RunInfo
 
 
 @dataclass
-class MergeConfig:
+class MergeConfig(Config):
     model_path: str
     """A finished adapter run (LoRA, QLoRA or freeze; it holds run.json)."""
     output_dir: str
@@ -26,15 +25,17 @@ class MergeConfig:
     trust_remote_code: bool = False
     """Allow the checkpoint's own modelling code to run."""
 
-    def validate(self) -> None:
+    def output(self):
+        return "--output_dir", self.output_dir
+
+    def check_paths(self) -> None:
         if Path(self.output_dir).exists():
             raise MinirecError(f"{self.output_dir} already exists; pass a new --output_dir")
 
 
 def merge(model_path, output_dir, **options) -> Path:
     """``main`` for Python callers: arguments are the flags of :class:`MergeConfig`."""
-    return main(config_from_flags(MergeConfig, {"model_path": model_path, "output_dir": output_dir, **options},
-                                  "-m minirec.merge"))
+    return main(MergeConfig.checked(model_path=model_path, output_dir=output_dir, **options))
 
 
 def main(config: MergeConfig) -> Path:
@@ -52,7 +53,7 @@ def main(config: MergeConfig) -> Path:
     try:
         save_trained(merged, tokenizer, tmp)
         replace(run, mode="full", base_model_path=".", quantization=None,
-                config={**run.config, "merged_from": str(model_path)}).write(tmp)
+                config={**run.config, "merged_from": str(model_path)}).write(tmp, run.catalogue_dir(model_path))
         tmp.rename(out)  # the merged dir appears only when complete
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -60,7 +61,7 @@ def main(config: MergeConfig) -> Path:
     return out
 
 
-command = Command("-m minirec.merge", MergeConfig, main)
-
 if __name__ == "__main__":
-    run_cli(command)
+    from minirec.cli import Command, run
+
+    run(Command("-m minirec.merge", MergeConfig, main))

@@ -11,7 +11,7 @@ History entries may be SIDs, item ids or exact titles (case-insensitive), separa
 import sys
 from dataclasses import dataclass
 
-from minirec.cli import Command, run_cli
+from minirec.config import Config
 from minirec.errors import MinirecError
 from minirec.run_info import RunInfo
 
@@ -54,7 +54,7 @@ def format_recommendations(recs, catalogue) -> str:
 
 
 @dataclass
-class RecommendConfig:
+class RecommendConfig(Config):
     model_path: str
     """A finished run dir (it holds run.json)."""
     history: str = ""
@@ -70,7 +70,7 @@ class RecommendConfig:
     interactive: bool = False
     """Read one history per line from stdin instead of --history; an empty line ends."""
     data_dir: str = ""
-    """Dataset dir for the catalogue; default: the one recorded in the run."""
+    """Dataset dir for the catalogue; default: the run's own copy (older runs: the recorded dataset dir)."""
     trust_remote_code: bool = False
     """Allow the checkpoint's own modelling code to run."""
 
@@ -93,7 +93,7 @@ def main(config: RecommendConfig) -> None:
     from minirec.data import load_dataset
 
     run = RunInfo.read(config.model_path)
-    catalogue = load_dataset(config.data_dir or run.data_dir, splits=()).catalogue
+    catalogue = load_dataset(config.data_dir or run.catalogue_dir(config.model_path), splits=()).catalogue
     run.check_index(catalogue)
     history, top_k, sep = config.history, config.top_k, config.sep
     if not config.interactive:
@@ -127,7 +127,7 @@ def main(config: RecommendConfig) -> None:
             print(f"error: {e}", file=sys.stderr, flush=True)
 
 
-command = Command("-m minirec.recommend", RecommendConfig, main)
-
 if __name__ == "__main__":
-    run_cli(command)
+    from minirec.cli import Command, run
+
+    run(Command("-m minirec.recommend", RecommendConfig, main))

@@ -5,18 +5,20 @@
 Reads ``<run>/eval_<split>/metrics.json`` (written by ``evaluate.py``) for every run and
 ``<baselines>/<name>/metrics.json`` (``python -m minirec.baselines``) where present, prints one
 table (HR@K, NDCG@K, MRR), and writes a markdown report with PNG plots beside it: HR/NDCG@K by
-system, and each run's own training curves (its ``training.png``). A leaf command: nothing
-imports it.
+system, and each run's own training curves (its ``training.png``). Beside each system the table
+says what it trained (epochs, steps, the kept checkpoint, from the run's own records) and on how
+many rows it was scored, so reduced runs (``pipeline.sh QUICK=1``) say what they are. A leaf
+command: nothing imports it.
 """
 
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from minirec.cli import Command, run_cli
+from minirec.config import Config
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
 from minirec.io import read_text, write_text
 from minirec.plots import plot_metrics_by_k
 
@@ -25,7 +27,7 @@ BASELINES = ("popularity", "recent_popular", "sasrec")
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(Config):
     runs: str = ""
     """Comma-separated run dirs (SFT, then RL, ...), each evaluated with evaluate.py on --split."""
     names: str = ""
@@ -41,6 +43,9 @@ class ReportConfig:
         if self.split not in ("valid", "test"):
             raise MinirecError(f"--split {self.split!r}: choose valid or test")
 
+    def output(self):
+        return "--out", self.out
+
 
 def _read(path: Path) -> dict:
     try:
@@ -54,36 +59,65 @@ def _items(value: str) -> list[str]:
     return [p.strip() for p in value.split(",") if p.strip()]
 
 
-def collect(config: ReportConfig) -> list[tuple[str, dict, Path | None]]:
-    """-> [(name, metrics, run dir or None)] for every run, then every baseline found."""
+class Row(NamedTuple):
+    name: str
+    metrics: dict  # of the evaluation on the split
+    run: Path | None  # the run dir; None for a baseline
+    trained: str  # what the system trained, in words
+
+
+def trained_run(run: Path) -> str:
+    """What a run dir trained, from its run.json and metrics.json."""
+    from minirec.run_info import RunInfo
+
+    m = json.loads(read_text(run / "metrics.json")) if (run / "metrics.json").is_file() else {}
+    if RunInfo.read(run).stage == "rl":
+        return f"+{m['steps']} GRPO steps, kept step {m['kept_step']}" if "steps" in m else "GRPO"
+    epochs, best = m.get("train", {}).get("epoch"), str(m.get("best_checkpoint") or "")
+    kept = next((e["epoch"] for e in m.get("eval_by_epoch", []) if best.endswith(f"-{e['step']}")), None)
+    if epochs is None:
+        return "SFT"
+    return f"SFT {epochs:g} epoch{'s' * (epochs != 1)}" + (f", kept epoch {kept:g}" if kept is not None else "")
+
+
+def trained_baseline(name: str, m: dict) -> str:
+    train = m.get("train", {})
+    if "epochs_run" in train:
+        return f"{train['epochs_run']} epoch{'s' * (train['epochs_run'] != 1)}, kept epoch {train['best_epoch']}"
+    return "counts on train"
+
+
+def collect(config: ReportConfig) -> list[Row]:
+    """Every run, then every baseline found."""
     runs = [Path(r) for r in _items(config.runs)]
     names = _items(config.names) or [r.name for r in runs]
     if len(names) != len(runs):
         raise MinirecError(f"--names has {len(names)} entries for {len(runs)} --runs")
-    rows = [(n, _read(r / f"eval_{config.split}" / "metrics.json"), r) for n, r in zip(names, runs)]
+    rows = [Row(n, _read(r / f"eval_{config.split}" / "metrics.json"), r, trained_run(r)) for n, r in zip(names, runs)]
     if config.baselines:
         for b in BASELINES:
             path = Path(config.baselines) / b / "metrics.json"
             if path.is_file():
                 m = _read(path)
                 if config.split in m:
-                    rows.append((b, m[config.split], None))
+                    rows.append(Row(b, m[config.split], None, trained_baseline(b, m)))
     if not rows:
         raise MinirecError("nothing to report: pass --runs and/or --baselines")
     return rows
 
 
-def table(rows, ks=KS) -> str:
+def table(rows: list[Row], ks=KS) -> str:
     cols = [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")] + ["MRR"]
-    lines = ["| system | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for name, m, _ in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" if c in m else "–" for c in cols) + " |")
+    lines = ["| system | trained | rows | " + " | ".join(cols) + " |", "|---|---|---:|" + "---:|" * len(cols)]
+    for name, m, _, trained in rows:
+        lines.append(f"| {name} | {trained} | {m.get('rows', '–')} | "
+                     + " | ".join(f"{m[c]:.4f}" if c in m else "–" for c in cols) + " |")
     return "\n".join(lines)
 
 
 def report(**flags) -> None:
     """:func:`main` for Python callers: keyword arguments are the flags of :class:`ReportConfig`."""
-    main(config_from_flags(ReportConfig, flags, "-m minirec.report"))
+    main(ReportConfig.checked(**flags))
 
 
 def main(config: ReportConfig) -> None:
@@ -91,9 +125,9 @@ def main(config: ReportConfig) -> None:
     rows = collect(config)
     print(table(rows))
     out = Path(config.out)
-    plot_metrics_by_k([(name, m) for name, m, _ in rows], KS, out.with_name("metrics_by_k.png"))
+    plot_metrics_by_k([(r.name, r.metrics) for r in rows], KS, out.with_name("metrics_by_k.png"))
     parts = [f"# minirec report ({config.split} split)", "", table(rows), "", "![HR/NDCG@K](metrics_by_k.png)", ""]
-    for name, m, run in rows:
+    for name, m, run, _ in rows:
         if run is not None and (run / "training.png").is_file():
             png = out.with_name("training_" + "".join(c if c.isalnum() else "_" for c in name) + ".png")
             shutil.copyfile(run / "training.png", png)
@@ -103,7 +137,7 @@ def main(config: ReportConfig) -> None:
     print(f"wrote {out}")
 
 
-command = Command("-m minirec.report", ReportConfig, main)
-
 if __name__ == "__main__":
-    run_cli(command)
+    from minirec.cli import Command, run
+
+    run(Command("-m minirec.report", ReportConfig, main))

@@ -1,19 +1,27 @@
-"""``run.json``: what makes a run's output dir self-describing.
+"""``run.json``: what makes a run's output dir self-describing, and a dir that stands alone.
 
 Every later command (RL, evaluation, merge, recommend) needs only ``--model_path``: the
 base model, the SID index it was trained with, the prompt template and the training mode
-are all read from here.
+are all read from here. The run also carries its catalogue (``catalogue/index.json`` and the
+items' titles), so recommending needs nothing outside it, and records its dataset dir as an
+absolute path (checked against the index at use), so evaluation and RL work from any
+directory and after the run dir moves.
 """
 
+import hashlib
 import json
+import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from minirec.errors import MinirecError
-from minirec.io import read_text, write_json
+from minirec.io import atomic_path, read_text, write_json
+
+log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+CATALOGUE_DIR = "catalogue"  # inside a run: the index.json and item titles it was trained with
 MODES = ("lora", "qlora", "full", "freeze")
 
 
@@ -25,7 +33,7 @@ class RunInfo:
     template: str
     max_history: int
     tasks: list
-    data_dir: str
+    data_dir: str  # absolute since runs carry their catalogue; older runs hold the path as given
     sid_index_sha256: str
     quantization: str | None = None  # "4bit" / "8bit" when the base was loaded quantized
     stage: str = "sft"
@@ -39,8 +47,17 @@ class RunInfo:
         base = Path(self.base_model_path)
         return base if base.is_absolute() else Path(run_dir) / base
 
-    def write(self, run_dir) -> None:
-        write_json(Path(run_dir) / RUN_FILE, asdict(self))
+    def write(self, run_dir, catalogue_from=None) -> None:
+        """Copy the catalogue into the run (from ``catalogue_from``, default the data dir), then write
+        run.json, last, with the data dir made absolute."""
+        copy_catalogue(Path(catalogue_from or self.data_dir), Path(run_dir) / CATALOGUE_DIR, self.sid_index_sha256)
+        info = replace(self, data_dir=str(Path(self.data_dir).resolve()))
+        write_json(Path(run_dir) / RUN_FILE, asdict(info))
+
+    def catalogue_dir(self, run_dir) -> Path:
+        """Where this run's catalogue is: its own copy, or (older runs) the data dir."""
+        own = Path(run_dir) / CATALOGUE_DIR
+        return own if (own / "index.json").is_file() else Path(self.data_dir)
 
     @classmethod
     def read(cls, run_dir) -> "RunInfo":
@@ -67,6 +84,26 @@ class RunInfo:
                 f"the SID index differs from the one this run was trained with ({self.data_dir}); "
                 "evaluate with the same index.json or retrain"
             )
+
+
+def copy_catalogue(source: Path, dest: Path, sha256: str) -> None:
+    """``source``'s index.json (which must be the run's, by hash) and its items' titles -> ``dest``."""
+    from minirec.sid.catalogue import load_items
+
+    index = source / "index.json"
+    if not index.is_file():  # only an older run, merged where its data dir is out of reach
+        log.warning("%s: no index.json to copy into the run; it will need --data_dir", source)
+        return
+    data = index.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise MinirecError(f"{index} changed during the run (its SID index is not the one trained with); "
+                           "restore it and run again")
+    if (source / "item.json").is_file():
+        ids = json.loads(data)
+        titles = {i: {"title": m.get("title", "")} for i, m in load_items(source / "item.json").items() if i in ids}
+        write_json(dest / "item.json", titles)
+    with atomic_path(dest / "index.json") as tmp:
+        tmp.write_bytes(data)
 
 
 def check_output_dir(path) -> None:

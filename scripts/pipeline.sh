@@ -4,7 +4,10 @@
 # -> test evaluation of both -> baselines (most-popular, recent-then-popular, SASRec) -> one table,
 # printed and written to $OUT_DIR/report.md with PNG plots.
 #   bash scripts/pipeline.sh            # full: 1,597 s (27 min) measured on 2 idle CPU cores
-#   bash scripts/pipeline.sh QUICK=1    # every stage on reduced epochs/steps/rows (500 test rows): 237-258 s measured
+#   bash scripts/pipeline.sh QUICK=1    # a first look: every stage on a reduced budget (see below)
+# QUICK=1 compares like with like: both learned rankers, minirec SFT and SASRec, get the same budget,
+# one pass over the train split (SFT 1 epoch, SASRec 1 epoch); GRPO 24 steps; every system scored on
+# the same 500 test rows. The report's "trained" column says what each system trained.
 # Finished stages are reused (each run dir's run.json / metrics.json marks it done).
 source "$(dirname "$0")/_common.sh"
 bash scripts/setup.sh
@@ -14,7 +17,7 @@ OUT_DIR="${OUT_DIR:-$([[ "$QUICK" == 1 ]] && echo out/quick || echo out)}"
 SFT="$OUT_DIR/sft_full" RL="$OUT_DIR/rl_on_sft" BASE="$OUT_DIR/baselines" DATA="${DATA:-data/Industrial_and_Scientific}"
 if [[ "$QUICK" == 1 ]]; then
   SFT_ARGS=(EPOCHS=1 --select_rows 300 --greedy_eval_rows 0) RL_ARGS=(--max_steps 24 --eval_steps 12 --eval_rows 200)
-  EVAL_ARGS=(MAX_ROWS=500) BASE_ARGS=(--max_eval_rows 500) SASREC_ARGS=(--max_epochs 3)
+  EVAL_ARGS=(MAX_ROWS=500) BASE_ARGS=(--max_eval_rows 500) SASREC_ARGS=(--max_epochs 1)
 else
   SFT_ARGS=() RL_ARGS=() EVAL_ARGS=() BASE_ARGS=() SASREC_ARGS=()
 fi

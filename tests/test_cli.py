@@ -1,41 +1,64 @@
-"""The flag layer: --help on every command, and a table of spellings walked through every command's config."""
+"""The command layer: Fire reads the words, the config dataclass checks them.
+
+--help on every command, a table of spellings typed at every command (through ``fire.Fire``, as
+a user types them), the values Python callers give, and each real entry point run as a process.
+"""
 
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from minirec.cli import run_cli
+from minirec.cli import Command, run
+from minirec.config import field_docs
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags, field_docs, parse_argv
 from tests.conftest import INDUSTRIAL, ROOT
 
 
 def _commands():
-    from minirec.baselines.commands import COMMANDS as BASELINES
-    from minirec.data.convert import command as convert
-    from minirec.data.prepare import command as prepare
-    from minirec.evaluate import command as evaluate
-    from minirec.merge import command as merge
-    from minirec.recommend import command as recommend
-    from minirec.report import command as report
-    from minirec.rl import command as rl
-    from minirec.sft import command as sft
-    from minirec.sid.build import command as build
+    from minirec.baselines.commands import (PopularityConfig, RecentPopularConfig, run_popularity,
+                                            run_recent_popular, run_sasrec)
+    from minirec.baselines.sasrec import SASRecConfig
+    from minirec.data import convert, prepare
+    from minirec.evaluate import EvalConfig, main as evaluate
+    from minirec.merge import MergeConfig, main as merge
+    from minirec.recommend import RecommendConfig, main as recommend
+    from minirec.report import ReportConfig, main as report
+    from minirec.rl import RLConfig, main as rl
+    from minirec.sft import SFTConfig, main as sft
+    from minirec.sid.build import BuildConfig, main as build
 
-    return {"sft": sft, "rl": rl, "evaluate": evaluate, "recommend": recommend, "merge": merge, "build": build,
-            "prepare": prepare, "convert": convert, "report": report, **BASELINES}
+    b = "-m minirec.baselines"
+    return {"sft": Command("sft.py", SFTConfig, sft), "rl": Command("rl.py", RLConfig, rl),
+            "evaluate": Command("evaluate.py", EvalConfig, evaluate),
+            "recommend": Command("-m minirec.recommend", RecommendConfig, recommend),
+            "merge": Command("-m minirec.merge", MergeConfig, merge),
+            "build": Command("-m minirec.sid build", BuildConfig, build),
+            "prepare": Command("-m minirec.data.prepare", prepare.PrepareConfig, prepare.main),
+            "convert": Command("-m minirec.data.convert", convert.ConvertConfig, convert.main, ("src", "dst")),
+            "report": Command("-m minirec.report", ReportConfig, report),
+            "popularity": Command(f"{b} popularity", PopularityConfig, run_popularity),
+            "recent_popular": Command(f"{b} recent_popular", RecentPopularConfig, run_recent_popular),
+            "sasrec": Command(f"{b} sasrec", SASRecConfig, run_sasrec)}
 
 
 COMMANDS = _commands()
+# How each is typed: every real entry point, run as a process below.
+ENTRY_POINTS = {"sft": ["sft.py"], "rl": ["rl.py"], "evaluate": ["evaluate.py"],
+                "build": ["-m", "minirec.sid", "build"],
+                **{n: ["-m", "minirec.baselines", n] for n in ("popularity", "recent_popular", "sasrec")},
+                **{n: ["-m", c.prog.split()[1]] for n, c in COMMANDS.items() if c.prog.split()[1:2] in (
+                    ["minirec.recommend"], ["minirec.merge"], ["minirec.report"], ["minirec.data.prepare"],
+                    ["minirec.data.convert"])}}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A finished run as far as flags can tell: run.json only (the RL config reads it)."""
+    """A finished run as far as flags can tell: run.json only (the RL command checks it)."""
     path = tmp_path_factory.mktemp("run")
     (path / "run.json").write_text(json.dumps({
         "base_model": "tiny", "base_model_path": ".", "mode": "full", "template": "compact", "max_history": 10,
@@ -56,10 +79,17 @@ def required(name, run_dir, tmp):
     }[name]
 
 
-def parse(name, argv, run_dir, tmp):
-    cmd = COMMANDS[name]
-    flags = parse_argv(required(name, run_dir, tmp) + argv, cmd.config, cmd.prog, cmd.positional)
-    return config_from_flags(cmd.config, flags, cmd.prog)
+def typed(name, argv, capsys):
+    """``argv`` typed at command ``name`` through Fire -> the config its main receives, or the error line."""
+    seen = []
+    try:
+        run(dataclasses.replace(COMMANDS[name], main=seen.append), argv=argv)
+    except SystemExit as e:
+        err = capsys.readouterr().err
+        assert e.code == 2 and err.startswith("error: ") and err.count("\n") == 1, (e.code, err)
+        return err.removeprefix("error: ").strip()
+    assert len(seen) == 1
+    return seen[0]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -70,13 +100,9 @@ def test_every_flag_is_documented(name):
     assert not undocumented, f"{cls.__name__}: add a docstring after {undocumented}"
 
 
-@pytest.mark.parametrize("name", COMMANDS)
-@pytest.mark.parametrize("spelling", ["--help", "-h"])
-def test_help_lists_every_flag_with_its_doc_and_default(name, spelling, capsys):
-    cmd = COMMANDS[name]
-    run_cli(cmd, argv=[*cmd.positional, "--bogus", spelling])  # help wins over other words
-    out = " ".join(capsys.readouterr().out.split())
-    assert out.startswith(f"usage: python {cmd.prog}")
+def assert_lists_every_flag(out, cmd):
+    out = " ".join(out.split())
+    assert out.startswith(f"usage: python {cmd.prog}"), out[:200]
     for f in dataclasses.fields(cmd.config):
         doc = field_docs(cmd.config)[f.name][1]
         assert f"--{f.name} " in out and doc[:40] in out, f.name
@@ -85,10 +111,36 @@ def test_help_lists_every_flag_with_its_doc_and_default(name, spelling, capsys):
         assert default in out, (f.name, default)
 
 
-def test_help_in_a_subprocess_goes_to_stdout_with_exit_0():
-    for argv in (["sft.py", "--help"], ["-m", "minirec.sid", "build", "-h"], ["-m", "minirec.sid", "--help"]):
-        proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0 and proc.stdout.startswith("usage: ") and not proc.stderr.strip(), proc.stderr
+@pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.parametrize("spelling", ["--help", "-h"])
+def test_help_lists_every_flag_with_its_doc_and_default(name, spelling, capsys):
+    cmd = COMMANDS[name]
+    run(cmd, argv=[*cmd.positional, "--bogus", spelling])  # help wins over other words
+    assert_lists_every_flag(capsys.readouterr().out, cmd)
+
+
+def test_every_entry_point_goes_through_fire_and_lists_every_flag():
+    """Each command as typed, in its own process: --help lists every flag on stdout (exit 0), and a
+    misspelt flag is one error line (exit 2); Fire's own help (`-- --help`) lists the flags too."""
+    assert set(ENTRY_POINTS) == set(COMMANDS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start(argv):
+        return subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    procs = {n: (start([*e, "--help"]), start([*e, "--bogus_flag", "1"])) for n, e in ENTRY_POINTS.items()}
+    procs["fire"] = (start(["sft.py", "--", "--help"]), None)
+    for name, (helped, bogus) in procs.items():
+        out, err = helped.communicate(timeout=300)
+        if name == "fire":  # Fire's help text, to stderr
+            assert helped.returncode == 0 and "--use_lora=USE_LORA" in err and "Train LoRA adapters" in err, err[-2000:]
+            continue
+        assert helped.returncode == 0 and not err.strip(), (name, err[-2000:])
+        assert_lists_every_flag(out, COMMANDS[name])
+        out, err = bogus.communicate(timeout=300)
+        assert bogus.returncode == 2 and not out and err.startswith("error: unknown flag(s) --bogus_flag"), (name, err)
+        assert err.count("\n") == 1 and "Traceback" not in err and "Fire" not in err, (name, err)
 
 
 # (command, argv, field, expected value) or (command, argv, None, an error fragment)
@@ -117,6 +169,13 @@ SPELLINGS = [
     ("sft", ["--learning_rate", "nan"], None, "--learning_rate 'nan': expected a finite number"),
     ("sft", ["--learning_rate", "fast"], None, "--learning_rate 'fast': expected a finite number"),
     ("sft", ["--learning_rate"], None, "--learning_rate needs a value"),
+    ("sft", ["--output_dir"], None, "--output_dir needs a value"),  # Fire reads a bare flag as True
+    ("sft", ["--output_dir", "True"], None, "--output_dir needs a value"),  # the trade-off (README)
+    ("sft", ["--learning_rate=1.10"], "learning_rate", 1.1),
+    ("sft", ["--base_model", "1.10", "--tiny_num_layers", "2"], None, "--tiny_num_layers applies only to --base_model tiny, not 1.10"),
+    ("sft", ["-c", "128"], "cutoff_len", 128),  # Fire's one-letter shortcut, as its own help lists it
+    ("sft", ["--nouse_lora"], "use_lora", False),  # Fire's --noFLAG
+    ("sft", ["--seed", "1", "-", "--seed", "2"], None, "a lone '-' is not a value here"),
     ("sft", ["--tasks", "next_sid,sid_to_title"], "tasks", "next_sid,sid_to_title"),
     ("sft", ["--lerning_rate", "1"], None, "unknown flag(s) --lerning_rate (did you mean --learning_rate?)"),
     ("sft", ["--seed", "1", "--seed", "2"], "seed", 2),  # the last one wins: scripts' extra flags override
@@ -152,6 +211,8 @@ SPELLINGS = [
     ("evaluate", ["--split", "tset"], None, "--split 'tset': choose one of train, valid, test"),
     ("evaluate", ["--merge_weights", "Yes"], "merge_weights", True),
     ("recommend", ["--history", "Widget, 2.50|1.10", "--sep", "|"], "history", "Widget, 2.50|1.10"),
+    ("recommend", ["--history=1.10,2"], "history", "1.10,2"),
+    ("recommend", ["--sep=-"], "sep", "-"),
     ("recommend", ["--interactive"], None, "--history and --interactive True exclude each other"),
     ("recommend", ["--top_k", "10", "--num_beams", "5"], None, "--num_beams 5 yields fewer than --top_k 10"),
     ("recommend", ["--top_k", "ten"], None, "--top_k 'ten': expected an integer"),
@@ -182,37 +243,38 @@ SPELLINGS = [
 
 
 @pytest.mark.parametrize("name, argv, field, expected", SPELLINGS, ids=[" ".join([r[0], *r[1]]) for r in SPELLINGS])
-def test_spellings(name, argv, field, expected, run_dir, tmp_path, monkeypatch):
+def test_spellings(name, argv, field, expected, run_dir, tmp_path, monkeypatch, capsys):
     # `--local_rank` is written to LOCAL_RANK; it must not outlive the test (a leaked LOCAL_RANK
     # makes every later training in this process expect a torch.distributed rendezvous)
     monkeypatch.setenv("LOCAL_RANK", "unset")  # records the original so teardown restores it
     monkeypatch.delenv("LOCAL_RANK")
+    got = typed(name, required(name, run_dir, tmp_path) + argv, capsys)
     if field is None:
-        with pytest.raises(MinirecError) as e:
-            parse(name, argv, run_dir, tmp_path)
-        assert expected in str(e.value) and "\n" not in str(e.value), str(e.value)
+        assert isinstance(got, str) and expected in got, got
     else:
-        value = getattr(parse(name, argv, run_dir, tmp_path), field)
+        assert not isinstance(got, str), got
+        value = getattr(got, field)
         assert value == expected and type(value) is type(expected), value
         if "--local_rank=0" in argv:
             assert os.environ.get("LOCAL_RANK") == "0"
 
 
 @pytest.mark.parametrize("flags, message", [
-    ({"use_lora": "false"}, None),  # what Fire passes for `--use_lora false`
+    ({"use_lora": "false"}, None),  # text, as the command line gives it
     ({"use_lora": 2}, "--use_lora 2: expected a boolean"),
     ({"lora_r": True, "use_lora": True}, "--lora_r True: expected an integer"),
     ({"lora_r": 1.5, "use_lora": True}, "--lora_r 1.5: expected an integer"),
     ({"learning_rate": 3}, None),
-    ({"tasks": ("next_sid", "sid_to_title")}, None),  # Fire's tuple for a comma list
+    ({"tasks": ("next_sid", "sid_to_title")}, None),  # a Python sequence for a comma list
     ({"tasks": None, "use_lora": None}, None),  # None from Python: not given, the default applies
+    ({"lerning_rate": 1}, "unknown flag(s) --lerning_rate (did you mean --learning_rate?)"),
 ])
 def test_python_values_are_checked_the_same_way(flags, message, tmp_path):
     from minirec.sft import SFTConfig
 
     flags = {"output_dir": str(tmp_path / "o"), "data_dir": INDUSTRIAL, **flags}
     if message:
-        with pytest.raises(MinirecError, match=message.replace("(", r"\(")):
+        with pytest.raises(MinirecError, match=re.escape(message)):
             SFTConfig.from_kwargs(**flags)
     else:
         config = SFTConfig.from_kwargs(**flags)
@@ -220,12 +282,26 @@ def test_python_values_are_checked_the_same_way(flags, message, tmp_path):
         assert config.tasks in ("all", "next_sid,sid_to_title")
 
 
-def test_sub_commands(capsys):
-    from minirec.sid.build import command
+def test_values_are_checked_without_touching_files(tmp_path):
+    """from_kwargs checks values only; the files they name are check_paths()'s job, run by the command."""
+    from minirec.rl import RLConfig
 
+    config = RLConfig.from_kwargs(model_path=str(tmp_path / "nowhere"), output_dir=str(tmp_path / "rl"))
+    with pytest.raises(MinirecError, match="no such directory"):
+        config.check_paths()
+    with pytest.raises(MinirecError, match="no such directory"):
+        RLConfig.checked(model_path=str(tmp_path / "nowhere"))
+
+
+def test_sub_commands(capsys):
+    from minirec.sid.build import BuildConfig, main
+
+    group = {"build": Command("-m minirec.sid build", BuildConfig, main)}
     with pytest.raises(SystemExit) as e:
-        run_cli({"build": command}, argv=["biuld"], group="-m minirec.sid")
-    assert e.value.code == 2 and "unknown command 'biuld'" in capsys.readouterr().err
+        run(group, argv=["biuld"], group="-m minirec.sid")
+    assert e.value.code == 2 and "unknown command 'biuld' (did you mean build?)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        run_cli({"build": command}, argv=[], group="-m minirec.sid")
+        run(group, argv=[], group="-m minirec.sid")
     assert capsys.readouterr().err.startswith("error: name a command")
+    run(group, argv=["--help"], group="-m minirec.sid")
+    assert capsys.readouterr().out.startswith("usage: python -m minirec.sid {build}")

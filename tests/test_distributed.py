@@ -13,7 +13,7 @@ import torch
 from minirec import distributed
 from minirec.distributed import batch_layout, process_device, quantized_device_map, to_process_device
 from minirec.errors import MinirecError
-from tests.conftest import ROOT
+from tests.conftest import INDUSTRIAL, ROOT
 
 LAUNCHER = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_DEEPSPEED",
             "ACCELERATE_DEEPSPEED_CONFIG_FILE")
@@ -81,26 +81,26 @@ def test_models_are_moved_to_the_process_device_unless_quantized(gpus, monkeypat
     assert moved == ([] if quantized else [torch.device("cuda", 1)])
 
 
-def test_evaluate_and_recommend_place_their_model_by_the_rule():
-    """Both commands go through to_process_device (evaluate shards by rank, recommend is one process)."""
-    for module in ("evaluate.py", "recommend.py"):
-        assert "to_process_device(model)" in (ROOT / "minirec" / module).read_text()
+def test_evaluate_and_recommend_place_their_model_by_the_rule(monkeypatch, tmp_path, catalogue):
+    """Both commands move the model they load to this process's device (the rule's answer, here a
+    marker device); a command that skipped to_process_device would decode on the CPU of every rank."""
+    from minirec import decoding, evaluate, recommend
+    from minirec.modeling import loading
+    from minirec.run_info import RunInfo
 
-
-def test_sharded_evaluation_sets_each_rank_on_its_gpu(gpus, monkeypatch):
-    from minirec import evaluate
-
-    gpus(2)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    calls = []
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
-    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: calls.append(("init", backend)))
-    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
-    mine, rank, world = evaluate._shard(list("abcde"))
-    assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl")]
-    assert (mine, rank, world) == ([(1, "b"), (3, "d")], 1, 2)
+    RunInfo("tiny", ".", "full", "compact", 10, ["next_sid"], str(INDUSTRIAL), catalogue.index_sha256).write(tmp_path)
+    moved = []
+    model = type("M", (), {"is_quantized": False, "to": lambda self, d: moved.append(d)})()
+    monkeypatch.setattr(distributed, "process_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(loading, "load_trained", lambda path, **kw: (model, None, RunInfo.read(path)))
+    no_predictions = lambda model, tokenizer, catalogue, histories, *a, **k: [[] for _ in histories]  # noqa: E731
+    monkeypatch.setattr(evaluate, "rank_sids", no_predictions)
+    monkeypatch.setattr(decoding, "rank_sids", no_predictions)
+    monkeypatch.setattr(decoding, "build_trie", lambda *a: None)
+    evaluate.evaluate(str(tmp_path), split="valid", max_rows=3, output_dir=str(tmp_path / "eval"))
+    assert moved == [torch.device("meta")]
+    recommend.main(recommend.RecommendConfig.from_kwargs(model_path=str(tmp_path), history="117"))
+    assert moved == [torch.device("meta")] * 2
 
 
 @pytest.mark.parametrize("batch, micro, world, multiple, expected", [

@@ -5,8 +5,9 @@
   (same losses, learning rates and gradient norms), so a restart from step 0, a lost scheduler
   or a lost optimizer state each fail it;
 * the documented QLoRA path, SFT -> RL -> evaluate -> merge, with 4-bit layers in the RL policy;
-* one short SFT step of 8-bit LoRA, DoRA, rsLoRA and gradient checkpointing: the loss is finite
-  and the trainable weights of that variant moved;
+* one short SFT step of 8-bit LoRA, DoRA, rsLoRA and gradient checkpointing (full, LoRA, QLoRA):
+  the loss is finite, the trainable weights of that variant moved, and with checkpointing each
+  decoder layer runs again in the backward pass;
 * one GRPO step of each RL variant (semantic reward, GSPO, every loss type): finite loss, the
   adapter moved.
 """
@@ -201,7 +202,24 @@ SFT_VARIANTS = {
     "dora": (dict(use_lora=True, use_dora=True), "lora_magnitude_vector"),
     "rslora": (dict(use_lora=True, use_rslora=True), "lora_"),
     "gradient_checkpointing": (dict(gradient_checkpointing=True), "layers."),
+    "gradient_checkpointing_lora": (dict(gradient_checkpointing=True, use_lora=True), "lora_"),
+    "gradient_checkpointing_qlora": (dict(gradient_checkpointing=True, use_qlora=True), "lora_"),
 }
+
+
+def count_training_forwards(model) -> dict:
+    """Training-mode forward calls of the input embedding (once per micro batch) and of the MLP in
+    the first decoder layer (twice with checkpointing: the forward, then its recomputation in the
+    backward pass). Counted by wrapping ``forward``: the recomputation runs no module hooks."""
+    calls = {"embedding": 0, "layer": 0}
+    layer = next(m for m in model.modules() if type(m).__name__.endswith("DecoderLayer"))
+    for name, module in (("embedding", model.get_input_embeddings()), ("layer", layer.mlp)):
+        def counted(*args, _forward=module.forward, _module=module, _name=name, **kwargs):
+            calls[_name] += _module.training
+            return _forward(*args, **kwargs)
+
+        module.forward = counted
+    return calls
 
 
 @pytest.mark.parametrize("name", list(SFT_VARIANTS))
@@ -216,6 +234,7 @@ def test_sft_variant_trains(name, tmp_path, monkeypatch):
         wrapped = wrap_model(model, *args, **kwargs)
         seen["model"] = wrapped
         seen["start"] = {n: p.detach().clone() for n, p in wrapped.named_parameters() if p.requires_grad}
+        seen["calls"] = count_training_forwards(wrapped)
         return wrapped
 
     monkeypatch.setattr(sft_module, "wrap_model", spy)
@@ -239,8 +258,10 @@ def test_sft_variant_trains(name, tmp_path, monkeypatch):
         lora = next(m for m in model.modules() if isinstance(getattr(m, "scaling", None), dict) and m.scaling)
         cfg = model.peft_config["default"]
         assert lora.scaling["default"] == pytest.approx(cfg.lora_alpha / math.sqrt(cfg.r))
-    if name == "gradient_checkpointing":
-        assert model.is_gradient_checkpointing
+    if name.startswith("gradient_checkpointing"):  # on in every mode, and the backward really recomputes
+        calls = seen["calls"]
+        assert model.is_gradient_checkpointing and calls["embedding"] > 0, calls
+        assert calls["layer"] == 2 * calls["embedding"], calls
 
 
 # --- 4. RL variants, one step each ---------------------------------------------------------------

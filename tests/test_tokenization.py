@@ -1,3 +1,5 @@
+import pytest
+
 from minirec.prompts import Example
 from minirec.tokenization import IGNORE_INDEX, CompletionCollator, encode_examples, encode_prompts
 
@@ -48,3 +50,33 @@ def test_a_dense_row_holds_exactly_the_tokens_of_its_interaction_rows(tiny_model
         assert ids[: len(prompt) + len(completion)] == prompt + completion
         assert labels[len(prompt): len(prompt) + len(completion)] == completion
     assert labels[: len(ids) - 4 * (len(items) - 1)] == [IGNORE_INDEX] * 4  # the first item is context only
+
+
+@pytest.mark.parametrize("length, max_history", [(25, 10), (12, 4)])
+def test_a_user_longer_than_max_history_keeps_every_target_once_with_its_window(tiny_model, catalogue, length,
+                                                                                   max_history):
+    """A user with more items than --max_history spreads over several dense rows. Guards: every
+    target is trained exactly once, the first target of each row sees exactly the window an
+    interaction row (and evaluation) shows, and every later one sees at least that window."""
+    from minirec.prompts import build_sequence_examples, next_sid_prompt
+    from minirec.tokenization import encode_sequence_examples
+
+    _, tok, _ = tiny_model
+    items = tuple(list(catalogue.sids)[:length])
+    examples = build_sequence_examples([(items, 1)], catalogue, max_history=max_history)
+    dense = encode_sequence_examples(tok, examples)
+    assert len(examples) == -(-(length - 1) // max_history)
+    trained, t = [], 1
+    for ids, labels in zip(dense["input_ids"], dense["labels"]):
+        first = True
+        end = labels.index(next(x for x in labels if x != IGNORE_INDEX))  # where the row's first target starts
+        while end < len(ids):
+            prompt = encode_prompts(tok, [next_sid_prompt(items[:t], catalogue, template="sids",
+                                                          max_history=max_history)])[0]
+            completion = tok(catalogue.sid(items[t]), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            context = ids[:end]
+            assert context == prompt if first else context[-len(prompt):] == prompt, (t, first)
+            assert ids[end:end + len(completion)] == labels[end:end + len(completion)] == completion, t
+            trained.append(t)
+            first, end, t = False, end + len(completion), t + 1
+    assert trained == list(range(1, length))

@@ -1,9 +1,10 @@
-"""The three baseline commands behind ``python -m minirec.baselines``; each writes
+"""The three baselines behind ``python -m minirec.baselines``; each writes
 ``<output_dir>/metrics.json`` (one entry per held-out split) and prints a table per split.
 
-Each is a :class:`~minirec.cli.Command` (flags: :class:`HeuristicConfig` or
-:class:`~minirec.baselines.sasrec.SASRecConfig`); ``popularity(...)``, ``recent_popular(...)``
-and ``sasrec(...)`` take the same flags as keyword arguments, for Python callers.
+``run_popularity``, ``run_recent_popular`` and ``run_sasrec`` take a checked config
+(:class:`PopularityConfig`, :class:`RecentPopularConfig` or :class:`~minirec.baselines.sasrec.SASRecConfig`);
+``popularity(...)``, ``recent_popular(...)`` and ``sasrec(...)`` take the same flags as keyword
+arguments, for Python callers.
 """
 
 from dataclasses import dataclass
@@ -11,20 +12,19 @@ from dataclasses import dataclass
 from minirec.baselines.heuristics import most_popular, recent_then_popular
 from minirec.baselines.sasrec import SASRecConfig
 from minirec.baselines.scoring import evaluate_ranker, parse_splits, write_report
-from minirec.cli import Command
+from minirec.config import Config
 from minirec.data import load_dataset
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
 
 
 @dataclass
-class HeuristicConfig:
+class HeuristicConfig(Config):
     data_dir: str = "data/Industrial_and_Scientific"
     """Dataset dir: index.json and train/valid/test (popularity is counted on train)."""
     split: str = "valid,test"
     """Held-out split(s) to score, comma-separated: valid, test."""
-    output_dir: str = ""
-    """Where metrics.json goes; default: out/baselines/<command>."""
+    output_dir: str = "out/baselines/popularity"
+    """Where metrics.json goes."""
     top_k: int = 50
     """Distinct SIDs ranked per row (the LLM's beam width)."""
     max_eval_rows: int = 0
@@ -36,6 +36,22 @@ class HeuristicConfig:
             raise MinirecError(f"--top_k must be positive and --max_eval_rows >= 0, got {self.top_k}, "
                                f"{self.max_eval_rows}")
 
+    def output(self):
+        return "--output_dir", self.output_dir
+
+
+@dataclass
+class PopularityConfig(HeuristicConfig):
+    """The flags of ``popularity``."""
+
+
+@dataclass
+class RecentPopularConfig(HeuristicConfig):
+    """The flags of ``recent_popular``: the same, with its own default --output_dir."""
+
+    output_dir: str = "out/baselines/recent_popular"
+    """Where metrics.json goes."""
+
 
 def _heuristic(name, make_ranker, config: HeuristicConfig):
     splits = parse_splits(config.split)
@@ -43,11 +59,11 @@ def _heuristic(name, make_ranker, config: HeuristicConfig):
     rank_items = make_ranker(data)
     rows = {s: data.split(s)[: config.max_eval_rows or None] for s in splits}
     results = {s: evaluate_ranker(rank_items, r, data.catalogue, top_k=config.top_k) for s, r in rows.items()}
-    return write_report(name, config.output_dir or f"out/baselines/{name}", data, results, top_k=config.top_k,
+    return write_report(name, config.output_dir, data, results, top_k=config.top_k,
                         popularity="count of train rows with the item as target")
 
 
-def run_popularity(config: HeuristicConfig) -> dict:
+def run_popularity(config: PopularityConfig) -> dict:
     """Most-popular items (counted on the train split), the same list for every row."""
 
     def make(data):
@@ -57,7 +73,7 @@ def run_popularity(config: HeuristicConfig) -> dict:
     return _heuristic("popularity", make, config)
 
 
-def run_recent_popular(config: HeuristicConfig) -> dict:
+def run_recent_popular(config: RecentPopularConfig) -> dict:
     """The row's history, most recent first (deduplicated), then the most-popular items."""
 
     def make(data):
@@ -74,25 +90,13 @@ def run_sasrec(config: SASRecConfig) -> dict:
     return run(config)
 
 
-COMMANDS = {
-    "popularity": Command("-m minirec.baselines popularity", HeuristicConfig, run_popularity),
-    "recent_popular": Command("-m minirec.baselines recent_popular", HeuristicConfig, run_recent_popular),
-    "sasrec": Command("-m minirec.baselines sasrec", SASRecConfig, run_sasrec),
-}
-
-
-def _call(name, flags) -> dict:
-    command = COMMANDS[name]
-    return command.main(config_from_flags(command.config, flags, command.prog))
-
-
 def popularity(**flags) -> dict:
-    return _call("popularity", flags)
+    return run_popularity(PopularityConfig.checked(**flags))
 
 
 def recent_popular(**flags) -> dict:
-    return _call("recent_popular", flags)
+    return run_recent_popular(RecentPopularConfig.checked(**flags))
 
 
 def sasrec(**flags) -> dict:
-    return _call("sasrec", flags)
+    return run_sasrec(SASRecConfig.checked(**flags))

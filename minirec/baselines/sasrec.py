@@ -31,13 +31,13 @@ import torch
 from torch import nn
 
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
+from minirec.config import Config
 
 IGNORE = -100  # label of positions without a loss term (F.cross_entropy's ignore_index)
 
 
 @dataclass
-class SASRecConfig:
+class SASRecConfig(Config):
     # --- data -------------------------------------------------------------------------
     data_dir: str = "data/Industrial_and_Scientific"
     """Dataset dir: index.json and train/valid/test as .inter or .csv."""
@@ -101,9 +101,8 @@ class SASRecConfig:
         if min(self.max_train_rows, self.max_eval_rows, self.num_threads) < 0:
             raise MinirecError("--max_train_rows, --max_eval_rows and --num_threads must be >= 0 (0 = all / default)")
 
-    @classmethod
-    def from_kwargs(cls, **flags) -> "SASRecConfig":
-        return config_from_flags(cls, flags, "-m minirec.baselines sasrec")
+    def output(self):
+        return "--output_dir", self.output_dir
 
 
 class SASRec(nn.Module):

@@ -10,20 +10,22 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from minirec.cli import Command, run_cli
+from minirec.config import Config
 from minirec.data.readers import SPLITS, _split_file, load_dataset, write_inter
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
 
 
 @dataclass
-class ConvertConfig:
+class ConvertConfig(Config):
     src: str
     """A dataset dir with index.json and train/valid/test .csv (or .inter) files."""
     dst: str
     """A new dataset dir for the .inter files and copies of index.json and item.json."""
 
-    def validate(self) -> None:
+    def output(self):
+        return "DST", self.dst
+
+    def check_paths(self) -> None:
         src, dst = Path(self.src), Path(self.dst)
         if dst.exists() and src.exists() and dst.resolve() == src.resolve():
             raise MinirecError(f"DST {dst} is SRC; convert into a new dir")
@@ -35,7 +37,7 @@ class ConvertConfig:
 
 def convert(src, dst) -> None:
     """:func:`main` for Python callers."""
-    main(config_from_flags(ConvertConfig, {"src": src, "dst": dst}, "-m minirec.data.convert"))
+    main(ConvertConfig.checked(src=src, dst=dst))
 
 
 def main(config: ConvertConfig) -> None:
@@ -55,7 +57,7 @@ def main(config: ConvertConfig) -> None:
         print(f"{split}: {len(rows)} rows -> {dst / (stem + '.inter')}")
 
 
-command = Command("-m minirec.data.convert", ConvertConfig, main, positional=("src", "dst"))
-
 if __name__ == "__main__":
-    run_cli(command)
+    from minirec.cli import Command, run
+
+    run(Command("-m minirec.data.convert", ConvertConfig, main, positional=("src", "dst")))

@@ -40,11 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from minirec.cli import Command, run_cli
+from minirec.config import Config
 from minirec.data.events import Events, parse_time, read_events, read_sequences
 from minirec.data.splits import kcore_filter, read_order, split_global, split_leave_one_out, write_splits
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags
 from minirec.io import write_json, write_text
 from minirec.sid.catalogue import load_items
 
@@ -79,7 +78,7 @@ def filter_events(events: Events, source: str, start=None, end=None, min_rating=
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(Config):
     out: str
     """The dataset dir to write: {train,valid,test}.inter, item.json, prepare.json."""
     items: str
@@ -116,13 +115,18 @@ class PrepareConfig:
             raise MinirecError("--order_from only applies to --split chronological_global")
         if self.min_rating is not None and self.sequences:
             raise MinirecError("--min_rating needs rated events (--interactions); sequences have no ratings")
+
+    def output(self):
+        return "--out", self.out
+
+    def check_paths(self) -> None:
         if any((Path(self.out) / f"{s}.{x}").exists() for s in ("train", "valid", "test") for x in ("inter", "csv")):
             raise MinirecError(f"--out {self.out} already holds a dataset; pass a new dir (nothing was changed)")
 
 
 def prepare(**options) -> dict:
     """:func:`main` for Python callers: keyword arguments are the flags of :class:`PrepareConfig`."""
-    return main(config_from_flags(PrepareConfig, options, "-m minirec.data.prepare"))
+    return main(PrepareConfig.checked(**options))
 
 
 def main(config: PrepareConfig) -> dict:
@@ -173,7 +177,7 @@ def main(config: PrepareConfig) -> dict:
     return summary
 
 
-command = Command("-m minirec.data.prepare", PrepareConfig, main)
-
 if __name__ == "__main__":
-    run_cli(command)
+    from minirec.cli import Command, run
+
+    run(Command("-m minirec.data.prepare", PrepareConfig, main))

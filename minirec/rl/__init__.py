@@ -1,6 +1,5 @@
-"""The RL stage: :class:`RLConfig` (every flag, documented), rewards, and :func:`train` on TRL's GRPOTrainer."""
+"""The RL stage: :class:`RLConfig` (every flag, documented), rewards, and :func:`main` on TRL's GRPOTrainer."""
 
-from minirec.cli import Command
 from minirec.rl.config import RLConfig
 
 
@@ -14,6 +13,4 @@ def main(config: RLConfig):
     train(config)
 
 
-command = Command("rl.py", RLConfig, main)
-
-__all__ = ["RLConfig", "command", "main"]
+__all__ = ["RLConfig", "main"]

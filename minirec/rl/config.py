@@ -2,10 +2,10 @@
 
 from dataclasses import dataclass
 
+from minirec.config import Config, only_with
 from minirec.data.readers import check_dataset_dir
 from minirec.deepspeed_config import check_deepspeed, config_path
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags, only_with
 from minirec.rl.rewards import parse_reward_spec
 from minirec.run_info import RunInfo, check_output_dir
 
@@ -14,7 +14,7 @@ PROMPT_ORDERS = ("random", "recent")
 
 
 @dataclass
-class RLConfig:
+class RLConfig(Config):
     # --- inputs -----------------------------------------------------------------------
     model_path: str
     """An SFT (or RL) output dir: adapter or full weights, tokenizer and run.json."""
@@ -168,13 +168,14 @@ class RLConfig:
             raise MinirecError("--reward_type semantic needs --item_embeddings FILE.npy (one row per catalogue item)")
         if self.item_embeddings and "semantic" not in rewards:
             raise MinirecError("--item_embeddings only applies with a semantic reward (--reward_type semantic, ...)")
+
+    def output(self):
+        return "--output_dir", self.output_dir
+
+    def check_paths(self) -> None:
         if config_path(self.deepspeed):  # --deepspeed, or accelerate launch's DeepSpeed config
             check_deepspeed(config_path(self.deepspeed), self.quantization, rl=True)
         RunInfo.read(self.model_path)  # a finished run, or a one-line error before anything loads
         check_output_dir(self.output_dir)
         if self.data_dir:
             check_dataset_dir(self.data_dir)
-
-    @classmethod
-    def from_kwargs(cls, **flags) -> "RLConfig":
-        return config_from_flags(cls, flags, "rl.py")

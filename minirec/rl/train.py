@@ -20,7 +20,7 @@ from minirec.distributed import (batch_layout, batch_line, is_main_process, proc
                                   single_process_group, world_size)
 from minirec.errors import MinirecError
 from minirec.decoding import build_trie, rank_sids
-from minirec.flags import only_with
+from minirec.config import only_with
 from minirec.io import write_json
 from minirec.plots import plot_rl
 from minirec.modeling.adapters import resolve_target_modules, trainable_line, upcast_trainable
@@ -124,6 +124,7 @@ def train(config: RLConfig) -> dict:
     from minirec.rl.trainer import SIDGRPOTrainer
 
     config.validate()
+    config.check_paths()
     run = RunInfo.read(config.model_path)
     out = Path(config.output_dir)
     only_with(config, ("lora_r", "lora_alpha", "lora_target_modules"), not run.is_adapter,

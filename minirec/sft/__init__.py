@@ -1,6 +1,5 @@
-"""The SFT stage: :class:`SFTConfig` (every flag, documented) and :func:`train`."""
+"""The SFT stage: :class:`SFTConfig` (every flag, documented) and :func:`main`."""
 
-from minirec.cli import Command
 from minirec.sft.config import SFTConfig
 
 
@@ -14,6 +13,4 @@ def main(config: SFTConfig):
     train(config)
 
 
-command = Command("sft.py", SFTConfig, main)
-
-__all__ = ["SFTConfig", "command", "main"]
+__all__ = ["SFTConfig", "main"]

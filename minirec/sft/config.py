@@ -2,16 +2,16 @@
 
 from dataclasses import dataclass
 
-from minirec.errors import MinirecError
-from minirec.run_info import check_output_dir
+from minirec.config import Config, only_with
 from minirec.data.readers import check_dataset_dir
 from minirec.deepspeed_config import check_deepspeed, config_path
-from minirec.flags import config_from_flags, only_with
+from minirec.errors import MinirecError
 from minirec.prompts import TEMPLATES
+from minirec.run_info import check_output_dir
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(Config):
     # --- data -------------------------------------------------------------------------
     data_dir: str = "data/Industrial_and_Scientific"
     """Dataset dir: index.json, item.json (optional) and train/valid/test as .inter or .csv."""
@@ -181,11 +181,12 @@ class SFTConfig:
         only_with(self, ("tiny_hidden_size", "tiny_num_layers", "tiny_attention_dropout"), self.base_model == "tiny",
                   f"to --base_model tiny, not {self.base_model}")
         only_with(self, ("select_rows", "select_beams"), self.select_by == "ranking", "with --select_by ranking")
+
+    def output(self):
+        return "--output_dir", self.output_dir
+
+    def check_paths(self) -> None:
         if config_path(self.deepspeed):  # --deepspeed, or accelerate launch's DeepSpeed config
             check_deepspeed(config_path(self.deepspeed), self.quantization, weight_decay=self.weight_decay)
         check_output_dir(self.output_dir)
         check_dataset_dir(self.data_dir)
-
-    @classmethod
-    def from_kwargs(cls, **flags) -> "SFTConfig":
-        return config_from_flags(cls, flags, "sft.py")

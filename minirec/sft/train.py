@@ -177,6 +177,7 @@ def train(config: SFTConfig) -> dict:
     from transformers import set_seed
 
     config.validate()
+    config.check_paths()
     out = Path(config.output_dir)
     resume = _resolve_resume(config, out)
     if config.deepspeed and single_process_group():

@@ -1,7 +1,7 @@
 """``python -m minirec.sid build ...``: build a SID index from item text (see minirec.sid.build)."""
 
-from minirec.cli import run_cli
-from minirec.sid.build import command
+from minirec.cli import Command, run
+from minirec.sid.build import BuildConfig, main
 
 if __name__ == "__main__":
-    run_cli({"build": command}, group="-m minirec.sid")
+    run({"build": Command("-m minirec.sid build", BuildConfig, main)}, group="-m minirec.sid")

@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from minirec.cli import Command
 from minirec.errors import MinirecError
-from minirec.flags import config_from_flags, only_with
+from minirec.config import Config, only_with
 from minirec.io import write_json, write_text
 from minirec.sid.catalogue import load_catalogue, load_items
 from minirec.sid.collisions import level_prefix, resolve_collisions, sid_tokens
@@ -36,7 +35,7 @@ def index_text(index: dict) -> str:
 
 
 @dataclass
-class BuildConfig:
+class BuildConfig(Config):
     items: str
     """item.json to build SIDs for (item id -> {"title", "description", ...})."""
     out: str
@@ -77,11 +76,14 @@ class BuildConfig:
             raise MinirecError(f"--out {self.out}: the index is a .json file, e.g. data/mydata/index.json")
 
 
+    def output(self):
+        return "--out", self.out
+
+
 def build_index(items_path, out, encode=None, **options) -> dict:
     """:func:`main` for Python callers: keyword arguments are the flags of :class:`BuildConfig`;
     ``encode`` (texts -> vectors) replaces the encoder, for tests."""
-    config = config_from_flags(BuildConfig, {"items": items_path, "out": out, **options}, "-m minirec.sid build")
-    return main(config, encode=encode)
+    return main(BuildConfig.checked(items=items_path, out=out, **options), encode=encode)
 
 
 def main(config: BuildConfig, encode=None) -> dict:
@@ -163,5 +165,3 @@ def _print_summary(report: dict, report_path: Path) -> None:
           f"{report['reassigned_on_last_level']}, extra level: {report['needed_extra_level']}")
     print(f"  report: {report_path}")
 
-
-command = Command("-m minirec.sid build", BuildConfig, main)

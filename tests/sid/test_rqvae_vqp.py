@@ -3,7 +3,6 @@
 import numpy as np
 import torch
 
-from minirec.flags import config_from_flags
 from minirec.sid.build import BuildConfig
 from minirec.sid.rqvae_vqp import VQPRQVAE, rqvae_vqp
 
@@ -52,4 +51,4 @@ def test_kmeans_init_sees_all_items_and_gradients_reach_the_encoder():
 
 def test_rqvae_epochs_is_a_flag_of_both_rqvae_methods():
     flags = {"items": "i.json", "out": "o.json", "rqvae_epochs": 5}
-    assert config_from_flags(BuildConfig, {**flags, "method": "rqvae_vqp"}, "build").rqvae_epochs == 5
+    assert BuildConfig.from_kwargs(**flags, method="rqvae_vqp").rqvae_epochs == 5
