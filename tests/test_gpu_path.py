@@ -94,6 +94,26 @@ def test_offload_keeps_the_embedding_rows_out_of_weight_decay(tmp_path, tiny_mod
     check_deepspeed(with_section, weight_decay=0.0)  # nothing to exempt
 
 
+@pytest.mark.parametrize("params, message", [
+    ({"weight_decay": "0.1"}, "optimizer.params.weight_decay must be a number or \"auto\", not '0.1'"),
+    ({"weight_decay": "none"}, "optimizer.params.weight_decay must be a number or \"auto\", not 'none'"),
+    ({"weight_decay": True}, "optimizer.params.weight_decay must be a number or \"auto\", not True"),
+    (["lr", 1e-4], "optimizer.params must be an object"),
+], ids=["numeric-string", "word", "bool", "params-not-an-object"])
+def test_an_optimizer_section_weight_decay_that_is_not_a_number_is_one_line(tmp_path, params, message):
+    """DeepSpeed hands optimizer.params to the optimizer as they are: torch's AdamW would fail on a
+    string weight decay (float <= str) once the model has loaded, and the decay check would skip it."""
+    pytest.importorskip("deepspeed")
+    from minirec.deepspeed_config import check_deepspeed
+
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"optimizer": {"type": "AdamW", "params": params}, "train_batch_size": "auto"}))
+    for decay in (0.0, 0.1):
+        with pytest.raises(MinirecError) as e:
+            check_deepspeed(path, weight_decay=decay)
+        assert str(e.value).startswith(f"--deepspeed {path}: {message}") and "\n" not in str(e.value)
+
+
 # --- Qwen2.5's padded vocabulary -----------------------------------------------------------------
 
 PADDING = 100  # rows past the tokenizer, as Qwen2.5-1.5B has 271 (151,936 rows for 151,665 tokens)
