@@ -172,13 +172,20 @@ def bf16_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
 
 
-def _sft_model(tiny_base, catalogue, **flags):
+def _sft_trainer(tiny_base, catalogue, out, **flags):
+    """SFT's model as its Trainer holds it before training (on the CPU: the device is not patched)."""
+    from transformers import TrainingArguments
+
     from minirec.sft.config import SFTConfig
-    from minirec.sft.train import load_for_training
+    from minirec.sft.train import build_trainer, load_for_training
 
     config = SFTConfig(tiny_hidden_size=64, tiny_num_layers=2, **flags)
     model, _ = load_for_training(config, tiny_base, catalogue)
-    return model
+    return build_trainer(config, model, TrainingArguments(output_dir=str(out), use_cpu=True, report_to=[]))
+
+
+def _sft_model(tiny_base, catalogue, out, **flags):
+    return _sft_trainer(tiny_base, catalogue, out, **flags).model
 
 
 def _moved_by_one_adamw_step(model, lr=1e-6) -> float:
@@ -195,24 +202,47 @@ def _moved_by_one_adamw_step(model, lr=1e-6) -> float:
     return float(sum(moved) / sum(graded))
 
 
-def test_full_fine_tuning_trains_fp32_master_weights(tiny_base, catalogue, bf16_gpu):
+def test_full_fine_tuning_trains_fp32_master_weights(tiny_base, catalogue, bf16_gpu, tmp_path):
     """A bf16 weight drops a 1e-6 update (its spacing is ~1/256 of its size); an fp32 one keeps it."""
-    model = _sft_model(tiny_base, catalogue)
+    model = _sft_model(tiny_base, catalogue, tmp_path)
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
     assert _moved_by_one_adamw_step(model) > 0.99
 
 
-def test_lora_keeps_its_frozen_base_in_bf16(tiny_base, catalogue, bf16_gpu):
-    model = _sft_model(tiny_base, catalogue, use_lora=True)
+def test_lora_keeps_its_frozen_base_in_bf16(tiny_base, catalogue, bf16_gpu, tmp_path):
+    model = _sft_model(tiny_base, catalogue, tmp_path, use_lora=True)
     frozen = {p.dtype for n, p in model.named_parameters() if not p.requires_grad and "layers" in n}
     assert frozen == {torch.bfloat16}  # the base's memory is what bf16 saves
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # LoRA and SID rows
 
 
-def test_deepspeed_keeps_its_own_fp32_copy(tiny_base, catalogue, bf16_gpu):
+def test_deepspeed_keeps_its_own_fp32_copy(tiny_base, catalogue, bf16_gpu, tmp_path):
     """Under DeepSpeed the model stays bf16: its bf16 optimizer holds the fp32 master weights."""
-    model = _sft_model(tiny_base, catalogue, deepspeed=str(ROOT / "configs" / "deepspeed" / "zero2.json"))
+    model = _sft_model(tiny_base, catalogue, tmp_path, deepspeed=str(ROOT / "configs" / "deepspeed" / "zero2.json"))
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_full_fine_tuning_casts_to_fp32_after_the_trainer_placed_the_model(tiny_base, catalogue, bf16_gpu, tmp_path,
+                                                                          monkeypatch):
+    """The fp32 copy is made where the model trains (its GPU), never in host RAM first: 28 GB per
+    rank for a 7B model. The Trainer moves the bf16 model, then the weights are cast, and only
+    train() builds the optimizer, so the optimizer holds the fp32 weights."""
+    from transformers import Trainer
+
+    moved = []
+    move = Trainer._move_model_to_device
+
+    def recording(self, model, device):
+        moved.append({p.dtype for p in model.parameters() if p.requires_grad})
+        return move(self, model, device)
+
+    monkeypatch.setattr(Trainer, "_move_model_to_device", recording)
+    trainer = _sft_trainer(tiny_base, catalogue, tmp_path)
+    assert moved == [{torch.bfloat16}], "the trainable weights were cast before the model reached its device"
+    assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
+    assert trainer.optimizer is None
+    trainer.create_optimizer()  # what train() does first
+    assert {p.dtype for g in trainer.optimizer.param_groups for p in g["params"]} == {torch.float32}
 
 
 # --- the LM-head view TRL's fused log-probs read -------------------------------------------------
