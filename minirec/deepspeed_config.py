@@ -96,9 +96,16 @@ def _check_optimizer_section(path, section, weight_decay) -> None:
     weight, so its weight decay would reach the embedding and SID rows minirec exempts."""
     if not isinstance(section, dict):
         return
-    decay = (section.get("params") or {}).get("weight_decay", "auto")
+    params = section.get("params") or {}
+    if not isinstance(params, dict):
+        raise MinirecError(f"--deepspeed {path}: optimizer.params must be an object such as {{\"lr\": \"auto\"}}")
+    decay = params.get("weight_decay", "auto")
+    if decay != "auto" and (isinstance(decay, bool) or not isinstance(decay, (int, float))):
+        # DeepSpeed hands it to the optimizer as it is, which fails on a string mid-launch.
+        raise MinirecError(f"--deepspeed {path}: optimizer.params.weight_decay must be a number or \"auto\", "
+                           f"not {decay!r}")
     decay = weight_decay if decay == "auto" else decay
-    if isinstance(decay, (int, float)) and decay > 0:
+    if decay > 0:
         raise MinirecError(f"--deepspeed {path}: its optimizer section would decay the embedding and SID rows too "
                            f"(weight decay {decay}); remove the section (the Trainer's AdamW, which exempts them, "
                            "then runs as DeepSpeed's CPU Adam under offload) or pass --weight_decay 0")

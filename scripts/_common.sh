@@ -2,6 +2,8 @@
 # (bash scripts/sft.sh DATA=data/Office_Products EPOCHS=1); anything else is passed
 # through to the Python entry point as extra flags.
 set -euo pipefail
+# Under set -u, bash < 4.4 (macOS's 3.2 among them) calls an empty array unbound: expand one that
+# can be empty as ${ARR[@]+"${ARR[@]}"} (tests/test_scripts.py checks every script does).
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 EXTRA=()
 for arg in "$@"; do

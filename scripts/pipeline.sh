@@ -22,15 +22,15 @@ else
   SFT_ARGS=() RL_ARGS=() EVAL_ARGS=() BASE_ARGS=() SASREC_ARGS=()
 fi
 started=$(date +%s)
-[[ -f "$SFT/run.json" ]] || bash scripts/sft_full.sh OUT="$SFT" DATA="$DATA" "${SFT_ARGS[@]}" "$@"
-[[ -f "$RL/run.json" ]] || bash scripts/rl_full.sh MODEL="$SFT" OUT="$RL" "${RL_ARGS[@]}"
+[[ -f "$SFT/run.json" ]] || bash scripts/sft_full.sh OUT="$SFT" DATA="$DATA" ${SFT_ARGS[@]+"${SFT_ARGS[@]}"} "$@"
+[[ -f "$RL/run.json" ]] || bash scripts/rl_full.sh MODEL="$SFT" OUT="$RL" ${RL_ARGS[@]+"${RL_ARGS[@]}"}
 for run in "$SFT" "$RL"; do
-  [[ -f "$run/eval_test/metrics.json" ]] || bash scripts/evaluate.sh MODEL="$run" "${EVAL_ARGS[@]}"
+  [[ -f "$run/eval_test/metrics.json" ]] || bash scripts/evaluate.sh MODEL="$run" ${EVAL_ARGS[@]+"${EVAL_ARGS[@]}"}
 done
 for b in popularity recent_popular sasrec; do
-  extra=("${BASE_ARGS[@]}"); [[ "$b" == sasrec ]] && extra+=("${SASREC_ARGS[@]}")
+  extra=(${BASE_ARGS[@]+"${BASE_ARGS[@]}"}); [[ "$b" == sasrec ]] && extra+=(${SASREC_ARGS[@]+"${SASREC_ARGS[@]}"})
   [[ -f "$BASE/$b/metrics.json" ]] || "$PYTHON" -m minirec.baselines "$b" --data_dir "$DATA" \
-    --output_dir "$BASE/$b" "${extra[@]}" > /dev/null
+    --output_dir "$BASE/$b" ${extra[@]+"${extra[@]}"} > /dev/null
 done
 "$PYTHON" -m minirec.report --runs "$SFT,$RL" --names "minirec SFT,minirec SFT+RL" --baselines "$BASE" \
   --out "$OUT_DIR/report.md"

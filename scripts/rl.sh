@@ -17,4 +17,4 @@ exec "${LAUNCH[@]}" rl.py \
   --prompt_order "${PROMPT_ORDER:-random}" \
   --eval_steps "${EVAL_STEPS:-100}" --eval_rows "${EVAL_ROWS:-1000}" --seed "${SEED:-42}" \
   ${DEEPSPEED:+--deepspeed "$DEEPSPEED"} \
-  "${EXTRA[@]}"
+  ${EXTRA[@]+"${EXTRA[@]}"}

@@ -16,7 +16,7 @@ exec "${LAUNCH[@]}" sft.py \
   --base_model "${BASE_MODEL:-tiny}" \
   --output_dir "${OUT:-out/sft}" \
   $([[ "$MODE" != full ]] && echo "--$MODE True") \
-  "${LORA[@]}" \
+  ${LORA[@]+"${LORA[@]}"} \
   --tasks "${TASKS:-next_sid,title_to_sid,sid_to_title}" \
   --template "${TEMPLATE:-compact}" --dense "${DENSE:-False}" \
   --batch_size "${BATCH_SIZE:-128}" --micro_batch_size "${MICRO_BATCH_SIZE:-32}" \
@@ -26,4 +26,4 @@ exec "${LAUNCH[@]}" sft.py \
   --early_stopping_patience "${PATIENCE:-2}" \
   --cutoff_len "${CUTOFF_LEN:-256}" --seed "${SEED:-42}" \
   ${DEEPSPEED:+--deepspeed "$DEEPSPEED"} \
-  "${EXTRA[@]}"
+  ${EXTRA[@]+"${EXTRA[@]}"}

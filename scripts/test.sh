@@ -3,7 +3,7 @@
 source "$(dirname "$0")/_common.sh"
 bash scripts/setup.sh
 set +e
-.venv/bin/python -m pytest -q "${EXTRA[@]}"
+.venv/bin/python -m pytest -q ${EXTRA[@]+"${EXTRA[@]}"}
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then echo "pytest collected no tests: failing" >&2; exit 1; fi

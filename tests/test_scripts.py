@@ -56,3 +56,20 @@ def test_bad_nproc_is_one_line(tmp_path):
     out = subprocess.run(["bash", "scripts/sft.sh", "NPROC=two"], cwd=ROOT, text=True, capture_output=True,
                          env={**os.environ, "PYTHON": _fake_python(tmp_path)}, timeout=60)
     assert out.returncode == 2 and out.stderr == "error: NPROC=two: give a positive process count\n"
+
+
+def test_arrays_that_can_be_empty_survive_set_u_on_old_bash():
+    """Every script runs under ``set -u``, where bash < 4.4 (macOS's /bin/bash is 3.2) aborts on
+    ``"${ARR[@]}"`` of an empty array ("unbound variable"): no extra flags, no LoRA flags, an
+    empty SFT_FLAGS. Such arrays expand as ``${ARR[@]+"${ARR[@]}"}``; LAUNCH is never empty."""
+    import re
+
+    bare = []
+    for script in sorted((ROOT / "scripts").rglob("*.sh")):
+        text = script.read_text()
+        for m in re.finditer(r'"\$\{(\w+)\[@\]\}"', text):
+            name = m.group(1)
+            guarded = text[:m.start()].endswith(f"${{{name}[@]+") and text[m.end():].startswith("}")
+            if name != "LAUNCH" and not guarded:
+                bare.append(f"{script.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}")
+    assert not bare, "\n".join(bare)

@@ -111,8 +111,8 @@ def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
 def load_for_training(config: SFTConfig, base_path, catalogue):
     """The base with its SID rows, wrapped for ``config.mode`` -> (model, tokenizer).
 
-    On a bf16 GPU the base loads in bf16; the weights that train are then fp32 (frozen ones stay
-    bf16), unless DeepSpeed, which keeps its own fp32 copy, runs the job.
+    On a bf16 GPU the base loads in bf16, trainable weights included: :func:`build_trainer` makes
+    those fp32 once the model is on its GPU.
     """
     model, tokenizer = load_base(base_path, config.quantization, config.trust_remote_code)
     keep_4bit_trainable(model)
@@ -127,8 +127,21 @@ def load_for_training(config: SFTConfig, base_path, catalogue):
         use_rslora=config.use_rslora, use_dora=config.use_dora,
         gradient_checkpointing=config.gradient_checkpointing,
     )
-    upcast_trainable(model, under_deepspeed=bool(config_path(config.deepspeed)))
     return model, tokenizer
+
+
+def build_trainer(config: SFTConfig, model, args, **kwargs) -> SIDTrainer:
+    """The Trainer on ``model``, whose trainable weights then become fp32 master weights (frozen
+    ones keep their dtype; under DeepSpeed, which keeps its own fp32 copy, nothing is cast).
+
+    Cast after the Trainer moved the model to its GPU, not before: on the CPU, a full fine-tuning
+    rank would briefly hold an fp32 copy of every weight in host RAM (28 GB for a 7B model, per
+    rank). The Trainer builds its optimizer only in ``train()``, so the optimizer holds the fp32
+    weights.
+    """
+    trainer = SIDTrainer(model=model, args=args, **kwargs)
+    upcast_trainable(trainer.model, under_deepspeed=bool(config_path(config.deepspeed)))
+    return trainer
 
 
 def _training_args(config: SFTConfig, out: Path, micro: int, accumulation: int):
@@ -220,8 +233,8 @@ def train(config: SFTConfig) -> dict:
              ", dense sequences" if config.dense else "", len(valid_ds))
 
     callbacks = _callbacks(config)
-    trainer = SIDTrainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
+    trainer = build_trainer(
+        config, model, args, train_dataset=train_ds, eval_dataset=valid_ds,
         data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=callbacks,
         rank_fn=_rank_fn(config, tokenizer, catalogue, valid_rows),
     )
