@@ -24,7 +24,7 @@ import torch
 from minirec.constrained import SIDTrie
 
 NEG_INF = float("-inf")
-# One fp32 [rows x vocab] tensor may take this much; a step holds about three of them.
+# One fp32 [rows x vocab] tensor may take this much; a step holds about two of them at once.
 ROW_TENSOR_BYTES = 256 * 2**20
 SHARED_PREFIX_ATTENTION = ("sdpa", "eager")  # attention implementations that take a custom 4D mask
 
@@ -173,7 +173,7 @@ def _beam_search(model, prompts, trie, K, pad_token_id):
     rows = torch.arange(B, device=device)[:, None]
     for step in range(trie.max_depth + 1):
         n = scores.shape[1]  # beams per prompt now (the shared-prefix decoder starts at one)
-        cand = (scores[:, :, None] + dec.masked_logp().view(B, n, V)).view(B, n * V)
+        cand = dec.masked_logp().view(B, n, V).add_(scores[:, :, None]).view(B, n * V)  # in place: no copy
         top_scores, top_idx = cand.topk(min(2 * K, n * V), dim=-1)
         origin, token = top_idx // V, top_idx % V
         valid = torch.isfinite(top_scores)
