@@ -1,27 +1,39 @@
-"""Constrained decoding benchmark: minirec's batched beam search against Hugging Face generate.
+"""Constrained decoding benchmark: minirec's beam search before and after the shared-prefix
+decoder, Hugging Face generate, and an RL step before and after.
 
-    python bench/constrained_decoding.py --model_path out/sft_full --rows 500 --num_beams 50
+    python bench/constrained_decoding.py --model_path runs/s42_F --rows 4533 --num_beams 50 \
+        [--exhaustive_rows 200] [--rl_steps 10] [--hf True]
 
 Same model, same rows, same beam width, one process, in one run:
-  (a)  minirec: prompts encoded once, KV cache expanded, vectorized SID trie mask
-  (a') the same decoder with the constraint switched off (every token allowed)
-  (b)  HF generate(num_beams=K) with prefix_allowed_tokens_fn backed by a prefix dict
-  (c)  HF generate(num_beams=K) unconstrained
-Writes bench/results/constrained_decoding.json with seconds per 1,000 rows, the ratios
-(b)/(a) and (a)/(a'), and how many rows have identical top-10 lists in (a) and (b).
+  (a0) before: minirec's expanded-cache decoder (each prompt's KV cache copied to K rows, extended
+       and reordered every step; minirec.beam keeps it as the fallback for flash attention)
+  (a)  after: the shared-prefix decoder (one cache row per prompt, a 4D ancestor mask)
+  (a') (a) with the constraint switched off (every token allowed)
+  (b)  HF generate(num_beams=K) with prefix_allowed_tokens_fn backed by a prefix dict (--hf)
+  (c)  HF generate(num_beams=K) unconstrained (--hf)
+(a0) and (a) run alternately ``repeats`` times over all rows through ``rank_sids`` (what
+evaluate.py calls), so both see the same machine load; each keeps its fastest pass.
+Rankings: (a) against (a0) on every row (the same top-K SIDs, the largest score difference), and
+with --exhaustive_rows N, (a)'s top 10 against the exact top 10 from scoring every catalogue SID.
+--rl_steps N: seconds per RL step, each decoder (scripts/rl_full.sh's recipe, no in-training
+evaluation). Writes bench/results/constrained_decoding.json (seconds per 1,000 rows, ratios).
 """
 
+import copy
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import fire
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
 
+from minirec import beam
 from minirec.data import load_dataset
 from minirec.decoding import build_trie, decode_sid, rank_sids
 from minirec.io import write_json
@@ -75,8 +87,73 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def main(model_path="out/sft_full", split="test", rows=500, num_beams=50, batch_size=8,
-         out="bench/results/constrained_decoding.json"):
+def decoder(cls):
+    """Every beam search inside the block uses decoder class ``cls``."""
+    return mock.patch.object(beam, "_decoder_for", lambda model: cls)
+
+
+def compare_rankings(after, before, tol=1e-4):
+    """Rows whose ranked SID lists are identical, rows that differ only in the order of SIDs whose
+    scores tie within ``tol``, and the largest score difference of one SID between the two."""
+    same = tie_order = 0
+    worst = 0.0
+    for x, y in zip(after, before):
+        sx, sy = dict(x), dict(y)
+        if sx.keys() != sy.keys():
+            continue
+        diff = max((abs(sx[k] - sy[k]) for k in sx), default=0.0)
+        worst = max(worst, diff)
+        if [k for k, _ in x] == [k for k, _ in y]:
+            same += diff <= tol
+        else:
+            tie_order += diff <= tol and all(abs(a[1] - b[1]) <= tol for a, b in zip(x, y))
+    return {"rows_identical": same, "rows_differing_only_in_tied_order": tie_order,
+            "max_score_diff": float(f"{worst:.3g}")}
+
+
+@torch.no_grad()
+def exhaustive_top(model, prompt, sids, eos, k=10, chunk=1024):
+    """The exact top ``k`` (score, SID) after ``prompt``: every SID + EOS scored against a copy of
+    the prompt's cache (no trie, no beam), summed log-probabilities as the beam search sums them."""
+    out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+    first = out.logits[0, -1].float().log_softmax(-1)
+    scored = []
+    for start in range(0, len(sids), chunk):
+        part = sids[start : start + chunk]
+        depth = max(map(len, part))
+        toks = torch.tensor([list(s) + [eos] * (depth + 1 - len(s)) for s in part])  # after EOS: unread
+        cache = copy.deepcopy(out.past_key_values)
+        cache.batch_repeat_interleave(len(part))
+        logp = model(input_ids=toks[:, :depth], past_key_values=cache).logits.float().log_softmax(-1)
+        step = logp.gather(-1, toks[:, 1:, None])[..., 0]  # log p(next SID token or EOS)
+        scored += [(float(first[s[0]] + step[i, : len(s)].sum()), s) for i, s in enumerate(part)]
+    return sorted(scored, reverse=True)[:k]
+
+
+def exactness(model, tokenizer, prompts, ranked, trie, k=10):
+    """Rows where the beam's top ``k`` SIDs are the exhaustive top ``k``, and the largest score gap."""
+    sids = trie.sequences()
+    hits, worst = 0, 0.0
+    for prompt, row in zip(prompts, ranked):
+        exact = [(decode_sid(tokenizer, s), score) for score, s in exhaustive_top(model, prompt, sids, trie.eos_token_id, k)]
+        hits += [s for s, _ in exact] == [s for s, _ in row[:k]]
+        worst = max([worst] + [abs(a[1] - b[1]) for a, b in zip(exact, row)])
+    return {"rows": len(prompts), "top10_exact_rows": hits, "max_score_diff": float(f"{worst:.3g}")}
+
+
+def rl_seconds_per_step(model_path, steps, cls):
+    """One RL run of ``steps`` steps (scripts/rl_full.sh's recipe) with decoder ``cls`` -> s/step."""
+    from minirec.rl.config import RLConfig
+    from minirec.rl.train import train
+
+    with tempfile.TemporaryDirectory() as tmp, decoder(cls):
+        config = RLConfig(model_path=str(model_path), output_dir=f"{tmp}/rl", max_steps=steps, learning_rate=2e-5,
+                          dynamic_sampling=True, max_prompts=2400, eval_rows=0, save_steps=10**6, report_to="none")
+        return train(config)["seconds_per_step"]
+
+
+def main(model_path="out/sft_full", split="test", rows=500, num_beams=50, batch_size=16, repeats=2,
+         exhaustive_rows=0, rl_steps=0, hf=False, out="bench/results/constrained_decoding.json"):
     torch.manual_seed(0)
     model, tokenizer, run = load_trained(model_path)
     model.eval()
@@ -85,31 +162,48 @@ def main(model_path="out/sft_full", split="test", rows=500, num_beams=50, batch_
     histories = [r.history for r in data.split(split)[:rows]]
     trie = build_trie(model, tokenizer, cat)
     prompts = encode_prompts(tokenizer, [next_sid_prompt(h, cat, run.template, run.max_history) for h in histories])
-    common = dict(template=run.template, max_history=run.max_history, num_beams=num_beams, batch_size=batch_size)
-
-    a, t_a = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=trie, **common))
-    _, t_a0 = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=Unconstrained(trie), **common))
-    b, t_b = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size,
-                                       prefix_dict(cat, tokenizer)))
-    _, t_c = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size))
-
-    a_lists = [[s for s, _ in row] for row in a]
-    same = sum(x[:10] == y[:10] for x, y in zip(a_lists, b))
-    # A differing list is acceptable only where (a) has an exact score tie inside its top 10.
-    ties = sum(x[:10] != y[:10] and len({round(s, 5) for _, s in row[:11]}) < min(len(row), 11)
-               for x, y, row in zip(a_lists, b, a))
+    common = dict(template=run.template, max_history=run.max_history, num_beams=num_beams, batch_size=batch_size,
+                  progress=False)
     per_k = lambda t: round(1000 * t / len(histories), 2)  # noqa: E731
+
+    times, ranked_by = {"before": [], "after": []}, {}
+    for _ in range(repeats):
+        for name, cls in (("before", beam._ExpandedDecoder), ("after", beam._SharedPrefixDecoder)):
+            with decoder(cls):
+                ranked, seconds = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=trie, **common))
+            times[name].append(seconds)
+            ranked_by[name] = ranked
+    a0, a = ranked_by["before"], ranked_by["after"]
+    t_a0, t_a = min(times["before"]), min(times["after"])
+    _, t_a_prime = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=Unconstrained(trie), **common))
+    seconds = {"a0_before_expanded_cache": per_k(t_a0), "a_after_shared_prefix": per_k(t_a),
+               "a_prime_after_unconstrained": per_k(t_a_prime)}
     result = {
-        "model_path": str(model_path), "rows": len(histories), "num_beams": num_beams, "batch_size": batch_size,
-        "params": sum(p.numel() for p in model.parameters()),
-        "seconds_per_1000_rows": {"a_minirec": per_k(t_a), "a_prime_minirec_unconstrained": per_k(t_a0),
-                                  "b_hf_prefix_allowed_tokens_fn": per_k(t_b), "c_hf_unconstrained": per_k(t_c)},
-        "ratio_b_over_a": round(t_b / t_a, 2),
-        "ratio_a_over_a_prime": round(t_a / t_a0, 3),
-        "top10_identical_rows": same, "top10_differing_rows_with_score_ties": ties,
-        "invalid_in_a": sum(s not in cat.items_by_sid for row in a_lists for s in row),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "model_path": str(model_path), "split": split, "rows": len(histories), "num_beams": num_beams,
+        "batch_size": batch_size, "params": sum(p.numel() for p in model.parameters()),
+        "seconds_per_1000_rows": seconds,
+        "passes_seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
+        "speedup_before_over_after": round(t_a0 / t_a, 2),
+        "ratio_a_over_a_prime": round(t_a / t_a_prime, 3),
+        "rankings_after_vs_before": compare_rankings(a, a0),
+        "invalid_in_a": sum(s not in cat.items_by_sid for row in a for s, _ in row),
     }
+    if hf:
+        a_lists = [[s for s, _ in row] for row in a]
+        b, t_b = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size,
+                                           prefix_dict(cat, tokenizer)))
+        _, t_c = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size))
+        seconds.update(b_hf_prefix_allowed_tokens_fn=per_k(t_b), c_hf_unconstrained=per_k(t_c))
+        result.update(ratio_b_over_a=round(t_b / t_a, 2),
+                      top10_identical_to_hf_rows=sum(x[:10] == y[:10] for x, y in zip(a_lists, b)))
+    if exhaustive_rows:
+        result["exhaustive_top10"] = exactness(model, tokenizer, prompts[:exhaustive_rows], a, trie)
+    if rl_steps:
+        before = rl_seconds_per_step(model_path, rl_steps, beam._ExpandedDecoder)
+        after = rl_seconds_per_step(model_path, rl_steps, beam._SharedPrefixDecoder)
+        result["rl_seconds_per_step"] = {"steps": rl_steps, "before": before, "after": after,
+                                         "speedup": round(before / after, 2)}
+    result["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     write_json(Path(out), result)
     print(json.dumps(result, indent=2))
 

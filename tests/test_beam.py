@@ -115,13 +115,18 @@ def test_full_width_beam_equals_exhaustive_scoring(tiny_model, catalogue, indust
                                        atol=1e-4, rtol=0)
 
 
-def test_shared_prefix_decoder_matches_expanded_cache(tiny_model, catalogue, industrial):
+@pytest.mark.parametrize("wrap", ["plain", "lora"])
+def test_shared_prefix_decoder_matches_expanded_cache(tiny_model, catalogue, industrial, wrap):
     """The decoder that attends to one prompt cache per row gives the old decoder's results."""
     model, tok, _ = tiny_model
-    model.eval()
     torch.manual_seed(3)
     with torch.no_grad():
         model.get_input_embeddings().weight.normal_(0, 0.5)
+    if wrap == "lora":  # a PEFT-wrapped policy, as RL rolls out; non-zero B so the adapter counts
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.eval()
     trie = build_trie(model, tok, catalogue)
     rows = industrial.split("test")[10:16]
     prompts = encode_prompts(tok, [next_sid_prompt(r.history, catalogue) for r in rows])
