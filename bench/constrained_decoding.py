@@ -141,15 +141,39 @@ def exactness(model, tokenizer, prompts, ranked, trie, k=10):
     return {"rows": len(prompts), "top10_exact_rows": hits, "max_score_diff": float(f"{worst:.3g}")}
 
 
-def rl_seconds_per_step(model_path, steps, cls):
-    """One RL run of ``steps`` steps (scripts/rl_full.sh's recipe) with decoder ``cls`` -> s/step."""
+def rl_step_seconds(model_path, steps, cls):
+    """One RL run of ``steps`` steps (scripts/rl_full.sh's recipe) with decoder ``cls`` ->
+    (seconds per step, seconds per step inside beam search: rollouts and dynamic sampling's refills)."""
     from minirec.rl.config import RLConfig
     from minirec.rl.train import train
 
-    with tempfile.TemporaryDirectory() as tmp, decoder(cls):
+    spent, search = [0.0], beam._beam_search
+
+    def timed_search(*args):
+        start = time.perf_counter()
+        try:
+            return search(*args)
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as tmp, decoder(cls), mock.patch.object(beam, "_beam_search", timed_search):
         config = RLConfig(model_path=str(model_path), output_dir=f"{tmp}/rl", max_steps=steps, learning_rate=2e-5,
                           dynamic_sampling=True, max_prompts=2400, eval_rows=0, save_steps=10**6, report_to="none")
-        return train(config)["seconds_per_step"]
+        per_step = train(config)["seconds_per_step"]
+    return per_step, round(spent[0] / steps, 3)
+
+
+def rl_before_after(model_path, steps, repeats):
+    """RL runs alternating between the decoders; each keeps its fastest run."""
+    runs = {"before": [], "after": []}
+    for _ in range(repeats):
+        for name, cls in (("before", beam._ExpandedDecoder), ("after", beam._SharedPrefixDecoder)):
+            runs[name].append(rl_step_seconds(model_path, steps, cls))
+    best = {name: min(r) for name, r in runs.items()}
+    return {"steps_per_run": steps, "runs_per_decoder": repeats,
+            "seconds_per_step": {name: b[0] for name, b in best.items()},
+            "beam_search_seconds_per_step": {name: b[1] for name, b in best.items()},
+            "step_speedup": round(best["before"][0] / best["after"][0], 2)}
 
 
 def main(model_path="out/sft_full", split="test", rows=500, num_beams=50, batch_size=16, repeats=2,
@@ -199,10 +223,7 @@ def main(model_path="out/sft_full", split="test", rows=500, num_beams=50, batch_
     if exhaustive_rows:
         result["exhaustive_top10"] = exactness(model, tokenizer, prompts[:exhaustive_rows], a, trie)
     if rl_steps:
-        before = rl_seconds_per_step(model_path, rl_steps, beam._ExpandedDecoder)
-        after = rl_seconds_per_step(model_path, rl_steps, beam._SharedPrefixDecoder)
-        result["rl_seconds_per_step"] = {"steps": rl_steps, "before": before, "after": after,
-                                         "speedup": round(before / after, 2)}
+        result["rl"] = rl_before_after(model_path, rl_steps, repeats)
     result["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     write_json(Path(out), result)
     print(json.dumps(result, indent=2))
