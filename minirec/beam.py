@@ -14,8 +14,8 @@ every returned sequence is a catalogue SID.
 
 Memory: a call decodes at most ``max_rows`` (prompt x beam) rows at a time, in chunks of whole
 prompts; every row is decoded independently, so chunks change scores only by float rounding
-(different padding). The default
-(:func:`default_max_rows`) bounds the [rows x vocab] fp32 score tensors a step holds.
+(different padding). The default (:func:`default_max_rows`) bounds the [rows x vocab] fp32
+score tensors a step holds.
 """
 
 from dataclasses import dataclass
