@@ -12,7 +12,8 @@ Same model, same rows, same beam width, one process, in one run:
   (b)  HF generate(num_beams=K) with prefix_allowed_tokens_fn backed by a prefix dict (--hf)
   (c)  HF generate(num_beams=K) unconstrained (--hf)
 (a0) and (a) run alternately ``repeats`` times over all rows through ``rank_sids`` (what
-evaluate.py calls), so both see the same machine load; each keeps its fastest pass.
+evaluate.py calls), so both see the same machine load; each keeps its fastest pass, in wall
+seconds and in this process's CPU seconds (steadier when other jobs share the machine).
 Rankings: (a) against (a0) on every row (the same top-K SIDs, the largest score difference), and
 with --exhaustive_rows N, (a)'s top 10 against the exact top 10 from scoring every catalogue SID.
 --rl_steps N: seconds per RL step, each decoder (scripts/rl_full.sh's recipe, no in-training
@@ -43,12 +44,14 @@ from minirec.tokenization import encode_prompts
 
 
 class Unconstrained:
-    """Stands in for the trie: allows every token, so (a') times the decoder alone."""
+    """Stands in for the trie: every token is a candidate column, always allowed, so (a') times
+    the decoder alone."""
 
     def __init__(self, trie):
         self.max_depth, self.vocab_size, self.eos_token_id = trie.max_depth, trie.vocab_size, trie.eos_token_id
+        self.columns = torch.arange(trie.vocab_size, device=trie.columns.device)
 
-    def allowed_mask(self, generated):
+    def allowed_columns(self, generated):
         return torch.ones((generated.shape[0], self.vocab_size), dtype=torch.bool, device=generated.device)
 
 
@@ -82,9 +85,10 @@ def prefix_dict(catalogue, tokenizer):
 
 
 def timed(fn):
-    start = time.perf_counter()
+    """-> (result, wall seconds, CPU seconds of this process: steadier on a shared machine)."""
+    start, cpu = time.perf_counter(), time.process_time()
     result = fn()
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, time.process_time() - cpu
 
 
 def decoder(cls):
@@ -143,18 +147,18 @@ def exactness(model, tokenizer, prompts, ranked, trie, k=10):
 
 def rl_step_seconds(model_path, steps, cls):
     """One RL run of ``steps`` steps (scripts/rl_full.sh's recipe) with decoder ``cls`` ->
-    (seconds per step, seconds per step inside beam search: rollouts and dynamic sampling's refills)."""
+    (wall seconds per step, CPU seconds per step inside beam search: rollouts and refills)."""
     from minirec.rl.config import RLConfig
     from minirec.rl.train import train
 
     spent, search = [0.0], beam._beam_search
 
     def timed_search(*args):
-        start = time.perf_counter()
+        start = time.process_time()
         try:
             return search(*args)
         finally:
-            spent[0] += time.perf_counter() - start
+            spent[0] += time.process_time() - start
 
     with tempfile.TemporaryDirectory() as tmp, decoder(cls), mock.patch.object(beam, "_beam_search", timed_search):
         config = RLConfig(model_path=str(model_path), output_dir=f"{tmp}/rl", max_steps=steps, learning_rate=2e-5,
@@ -172,7 +176,7 @@ def rl_before_after(model_path, steps, repeats):
     best = {name: min(r) for name, r in runs.items()}
     return {"steps_per_run": steps, "runs_per_decoder": repeats,
             "seconds_per_step": {name: b[0] for name, b in best.items()},
-            "beam_search_seconds_per_step": {name: b[1] for name, b in best.items()},
+            "beam_search_cpu_seconds_per_step": {name: b[1] for name, b in best.items()},
             "step_speedup": round(best["before"][0] / best["after"][0], 2)}
 
 
@@ -190,33 +194,34 @@ def main(model_path="out/sft_full", split="test", rows=500, num_beams=50, batch_
                   progress=False)
     per_k = lambda t: round(1000 * t / len(histories), 2)  # noqa: E731
 
-    times, ranked_by = {"before": [], "after": []}, {}
+    passes, ranked_by = {"before": [], "after": []}, {}  # (wall, cpu) seconds of each pass
     for _ in range(repeats):
         for name, cls in (("before", beam._ExpandedDecoder), ("after", beam._SharedPrefixDecoder)):
             with decoder(cls):
-                ranked, seconds = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=trie, **common))
-            times[name].append(seconds)
-            ranked_by[name] = ranked
+                ranked_by[name], *seconds = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=trie,
+                                                                    **common))
+            passes[name].append(seconds)
     a0, a = ranked_by["before"], ranked_by["after"]
-    t_a0, t_a = min(times["before"]), min(times["after"])
-    _, t_a_prime = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=Unconstrained(trie), **common))
+    (t_a0, c_a0), (t_a, c_a) = [[min(t) for t in zip(*passes[k])] for k in ("before", "after")]
+    _, t_a_prime, _ = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=Unconstrained(trie), **common))
     seconds = {"a0_before_expanded_cache": per_k(t_a0), "a_after_shared_prefix": per_k(t_a),
                "a_prime_after_unconstrained": per_k(t_a_prime)}
     result = {
         "model_path": str(model_path), "split": split, "rows": len(histories), "num_beams": num_beams,
         "batch_size": batch_size, "params": sum(p.numel() for p in model.parameters()),
         "seconds_per_1000_rows": seconds,
-        "passes_seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
-        "speedup_before_over_after": round(t_a0 / t_a, 2),
+        "cpu_seconds_per_1000_rows": {"a0_before_expanded_cache": per_k(c_a0), "a_after_shared_prefix": per_k(c_a)},
+        "passes_wall_cpu_seconds": {k: [[round(x, 2) for x in p] for p in v] for k, v in passes.items()},
+        "speedup_before_over_after": {"wall": round(t_a0 / t_a, 2), "cpu": round(c_a0 / c_a, 2)},
         "ratio_a_over_a_prime": round(t_a / t_a_prime, 3),
         "rankings_after_vs_before": compare_rankings(a, a0),
         "invalid_in_a": sum(s not in cat.items_by_sid for row in a for s, _ in row),
     }
     if hf:
         a_lists = [[s for s, _ in row] for row in a]
-        b, t_b = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size,
-                                           prefix_dict(cat, tokenizer)))
-        _, t_c = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size))
+        b, t_b, _ = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size,
+                                              prefix_dict(cat, tokenizer)))
+        _, t_c, _ = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size))
         seconds.update(b_hf_prefix_allowed_tokens_fn=per_k(t_b), c_hf_unconstrained=per_k(t_c))
         result.update(ratio_b_over_a=round(t_b / t_a, 2),
                       top10_identical_to_hf_rows=sum(x[:10] == y[:10] for x, y in zip(a_lists, b)))

@@ -54,7 +54,7 @@ def _left_pad(prompts, pad_id, device):
 
 
 class _Decoder:
-    """Shared state of both decoders: ``logp`` [rows, V] of the next token after ``gen`` [rows, t]."""
+    """Shared state of both decoders: ``logits`` [rows, V] of the next token after ``gen`` [rows, t]."""
 
     def _encode(self, model, prompts, trie, pad_token_id):
         self.model, self.trie, self.pad = model, trie, pad_token_id
@@ -66,28 +66,31 @@ class _Decoder:
             raise ValueError(f"model vocab {out.logits.shape[-1]} != trie vocab {trie.vocab_size}; "
                              "build the trie with the model's vocab size")
         self.cache, self.next_pos = out.past_key_values, positions[:, -1:] + 1
-        return out.logits[:, -1].float().log_softmax(-1), mask
+        return out.logits[:, -1], mask
 
-    def masked_logp(self):
-        """Log-probabilities of the next token, -inf outside the catalogue trie (in place: each
-        step's ``logp`` is read once, and a [rows x vocab] copy is what the memory cap bounds)."""
-        return self.logp.masked_fill_(self.trie.allowed_mask(self.gen).logical_not_(), NEG_INF)
+    def column_logp(self):
+        """[rows, C] log-probabilities of the trie's columns (SID tokens, then EOS), -inf where the
+        trie forbids them; normalised over the whole vocabulary, as ``generate`` scores. Only
+        the logits and their logsumexp span the vocabulary (what the memory cap bounds)."""
+        logits = self.logits.float()
+        logp = logits[:, self.trie.columns] - logits.logsumexp(-1, keepdim=True)
+        return logp.masked_fill_(~self.trie.allowed_columns(self.gen), NEG_INF)
 
 
 class _ExpandedDecoder(_Decoder):
     """The KV cache copied to ``width`` rows per prompt, extended and reordered every step.
 
     The fallback for attention implementations that take no custom 4D mask (flash-attention),
-    and the "before" of bench/constrained_decoding.py. Its first ``logp`` already has ``width``
+    and the "before" of bench/constrained_decoding.py. Its first ``logits`` already have ``width``
     rows per prompt."""
 
     def __init__(self, model, prompts, trie, width, pad_token_id):
-        logp, mask = self._encode(model, prompts, trie, pad_token_id)
+        logits, mask = self._encode(model, prompts, trie, pad_token_id)
         self.cache.batch_repeat_interleave(width)
         self.mask = mask.repeat_interleave(width, dim=0)
         self.next_pos = self.next_pos.repeat_interleave(width, dim=0)
-        self.logp = logp.repeat_interleave(width, dim=0)
-        self.gen = torch.zeros((self.logp.shape[0], 0), dtype=torch.long, device=self.device)
+        self.logits = logits.repeat_interleave(width, dim=0)
+        self.gen = torch.zeros((self.logits.shape[0], 0), dtype=torch.long, device=self.device)
 
     def advance(self, row_idx, tokens):
         """Keep rows ``row_idx`` (reordering the cache; ``None`` keeps every row in place),
@@ -100,7 +103,7 @@ class _ExpandedDecoder(_Decoder):
         out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=self.next_pos,
                          past_key_values=self.cache, use_cache=True)
         self.cache, self.next_pos = out.past_key_values, self.next_pos + 1
-        self.logp = out.logits[:, -1].float().log_softmax(-1)
+        self.logits = out.logits[:, -1]
 
 
 class _SharedPrefixDecoder(_Decoder):
@@ -116,7 +119,7 @@ class _SharedPrefixDecoder(_Decoder):
     explicit position ids and a ``DynamicCache``."""
 
     def __init__(self, model, prompts, trie, width, pad_token_id):
-        self.logp, self.prompt_mask = self._encode(model, prompts, trie, pad_token_id)  # one row per prompt
+        self.logits, self.prompt_mask = self._encode(model, prompts, trie, pad_token_id)  # one row per prompt
         self.prompt_mask = self.prompt_mask.bool()
         self.eager = model.config._attn_implementation == "eager"
         self.gen = torch.zeros((len(prompts), 0), dtype=torch.long, device=self.device)
@@ -141,7 +144,7 @@ class _SharedPrefixDecoder(_Decoder):
         out = self.model(input_ids=tokens.view(B, width), attention_mask=mask,
                          position_ids=(self.next_pos + t).expand(B, width), past_key_values=self.cache, use_cache=True)
         self.cache = out.past_key_values
-        self.logp = out.logits.float().log_softmax(-1).view(B * width, -1)
+        self.logits = out.logits.view(B * width, -1)
 
 
 def _decoder_for(model):
@@ -166,18 +169,18 @@ def constrained_beam_search(model, prompts, trie: SIDTrie, num_beams: int, pad_t
 
 
 def _beam_search(model, prompts, trie, K, pad_token_id):
-    B, eos, V = len(prompts), trie.eos_token_id, trie.vocab_size
+    B, eos, C = len(prompts), trie.eos_token_id, len(trie.columns)
     dec = _decoder_for(model)(model, prompts, trie, K, pad_token_id)
-    device = dec.logp.device
-    scores = torch.full((B, dec.logp.shape[0] // B), NEG_INF, device=device)
+    device = dec.logits.device
+    scores = torch.full((B, dec.logits.shape[0] // B), NEG_INF, device=device)
     scores[:, 0] = 0.0  # every beam of a prompt starts from the prompt: search from one of them
     finished: list[list[Beam]] = [[] for _ in range(B)]
     rows = torch.arange(B, device=device)[:, None]
     for step in range(trie.max_depth + 1):
         n = scores.shape[1]  # beams per prompt now (the shared-prefix decoder starts at one)
-        cand = dec.masked_logp().view(B, n, V).add_(scores[:, :, None]).view(B, n * V)  # in place: no copy
-        top_scores, top_idx = cand.topk(min(2 * K, n * V), dim=-1)
-        origin, token = top_idx // V, top_idx % V
+        cand = dec.column_logp().view(B, n, C).add_(scores[:, :, None]).view(B, n * C)
+        top_scores, top_idx = cand.topk(min(2 * K, n * C), dim=-1)
+        origin, token = top_idx // C, trie.columns[top_idx % C]
         valid = torch.isfinite(top_scores)
         is_eos = valid & (token == eos)
 
@@ -217,19 +220,17 @@ def constrained_sample(model, prompts, trie: SIDTrie, num_samples: int, pad_toke
 
 def _sample(model, prompts, trie, num_samples, pad_token_id, temperature, generator):
     dec = _decoder_for(model)(model, prompts, trie, num_samples, pad_token_id)
-    rows, device = len(prompts) * num_samples, dec.logp.device
+    rows, device = len(prompts) * num_samples, dec.logits.device
     fan_out = torch.arange(len(prompts), device=device).repeat_interleave(num_samples)
     score = torch.zeros(rows, device=device)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     for _ in range(trie.max_depth + 1):
-        logp = dec.masked_logp()
+        logp = dec.column_logp()
         if logp.shape[0] < rows:  # the shared-prefix decoder's first step: one row per prompt
             logp = logp[fan_out]
-        probs = torch.softmax(logp / temperature, dim=-1)
-        probs[done] = 0.0
-        probs[done, pad_token_id] = 1.0
-        tok = torch.multinomial(probs, 1, generator=generator)
-        score = score + torch.where(done, 0.0, logp.gather(1, tok)[:, 0])
+        col = torch.multinomial(torch.softmax(logp / temperature, dim=-1), 1, generator=generator)
+        tok = torch.where(done[:, None], pad_token_id, trie.columns[col])  # finished rows pad
+        score = score + torch.where(done, 0.0, logp.gather(1, col)[:, 0])
         done = done | (tok[:, 0] == trie.eos_token_id)
         if done.all():
             break
