@@ -25,8 +25,8 @@ import torch
 from minirec.constrained import SIDTrie
 
 NEG_INF = float("-inf")
-# One fp32 [rows x vocab] tensor may take this much; a step's peak is about three of them
-# (bench/beam_memory.py: ~700 MiB for any number of prompts at a 152k vocabulary).
+# One fp32 [rows x vocab] tensor may take this much; a step's peak is about two of them, the
+# logits and their logsumexp (bench/beam_memory.py: ~490 MiB at any prompt count, 152k vocab).
 ROW_TENSOR_BYTES = 256 * 2**20
 SHARED_PREFIX_ATTENTION = ("sdpa", "eager")  # attention implementations that take a custom 4D mask
 
