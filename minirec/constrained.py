@@ -104,7 +104,7 @@ class SIDTrie:
     def allowed_columns(self, generated: torch.Tensor) -> torch.Tensor:
         """Boolean ``[B, len(columns)]``: :meth:`allowed_mask` restricted to ``columns``."""
         state = self.states(generated)
-        return torch.cat([self.allowed_local[state], self.allows_eos[state, None]], dim=1)
+        return torch.cat([self.allowed_local.index_select(0, state), self.allows_eos[state, None]], dim=1)
 
     def sequences(self) -> list[tuple[int, ...]]:
         """Every SID in the trie as token ids (for tests and reachability checks)."""
