@@ -1,27 +1,40 @@
-"""Constrained decoding benchmark: minirec's batched beam search against Hugging Face generate.
+"""Constrained decoding benchmark: minirec's beam search before and after the shared-prefix
+decoder, Hugging Face generate, and an RL step before and after.
 
-    python bench/constrained_decoding.py --model_path out/sft_full --rows 500 --num_beams 50
+    python bench/constrained_decoding.py --model_path runs/s42_F --rows 4533 --num_beams 50 \
+        [--exhaustive_rows 200] [--rl_steps 10] [--hf True]
 
 Same model, same rows, same beam width, one process, in one run:
-  (a)  minirec: prompts encoded once, KV cache expanded, vectorized SID trie mask
-  (a') the same decoder with the constraint switched off (every token allowed)
-  (b)  HF generate(num_beams=K) with prefix_allowed_tokens_fn backed by a prefix dict
-  (c)  HF generate(num_beams=K) unconstrained
-Writes bench/results/constrained_decoding.json with seconds per 1,000 rows, the ratios
-(b)/(a) and (a)/(a'), and how many rows have identical top-10 lists in (a) and (b).
+  (a0) before: minirec's expanded-cache decoder (each prompt's KV cache copied to K rows, extended
+       and reordered every step; minirec.beam keeps it as the fallback for flash attention)
+  (a)  after: the shared-prefix decoder (one cache row per prompt, a 4D ancestor mask)
+  (a') (a) with the constraint switched off (every token allowed)
+  (b)  HF generate(num_beams=K) with prefix_allowed_tokens_fn backed by a prefix dict (--hf)
+  (c)  HF generate(num_beams=K) unconstrained (--hf)
+(a0) and (a) run alternately ``repeats`` times over all rows through ``rank_sids`` (what
+evaluate.py calls), so both see the same machine load; each keeps its fastest pass, in wall
+seconds and in this process's CPU seconds (steadier when other jobs share the machine).
+Rankings: (a) against (a0) on every row (the same top-K SIDs, the largest score difference), and
+with --exhaustive_rows N, (a)'s top 10 against the exact top 10 from scoring every catalogue SID.
+--rl_steps N: seconds per RL step, each decoder (scripts/rl_full.sh's recipe, no in-training
+evaluation). Writes bench/results/constrained_decoding.json (seconds per 1,000 rows, ratios).
 """
 
+import copy
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import fire
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install needed
 
+from minirec import beam
 from minirec.data import load_dataset
 from minirec.decoding import build_trie, decode_sid, rank_sids
 from minirec.io import write_json
@@ -31,12 +44,14 @@ from minirec.tokenization import encode_prompts
 
 
 class Unconstrained:
-    """Stands in for the trie: allows every token, so (a') times the decoder alone."""
+    """Stands in for the trie: every token is a candidate column, always allowed, so (a') times
+    the decoder alone."""
 
     def __init__(self, trie):
         self.max_depth, self.vocab_size, self.eos_token_id = trie.max_depth, trie.vocab_size, trie.eos_token_id
+        self.columns = torch.arange(trie.vocab_size, device=trie.columns.device)
 
-    def allowed_mask(self, generated):
+    def allowed_columns(self, generated):
         return torch.ones((generated.shape[0], self.vocab_size), dtype=torch.bool, device=generated.device)
 
 
@@ -70,13 +85,103 @@ def prefix_dict(catalogue, tokenizer):
 
 
 def timed(fn):
-    start = time.perf_counter()
+    """-> (result, wall seconds, CPU seconds of this process: steadier on a shared machine)."""
+    start, cpu = time.perf_counter(), time.process_time()
     result = fn()
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, time.process_time() - cpu
 
 
-def main(model_path="out/sft_full", split="test", rows=500, num_beams=50, batch_size=8,
-         out="bench/results/constrained_decoding.json"):
+def decoder(cls):
+    """Every beam search inside the block uses decoder class ``cls``."""
+    return mock.patch.object(beam, "_decoder_for", lambda model: cls)
+
+
+def compare_rankings(after, before, tol=1e-4):
+    """Rows whose ranked SID lists are identical, rows that differ only in the order of SIDs whose
+    scores tie within ``tol``, and the largest score difference of one SID between the two."""
+    same = tie_order = 0
+    worst = 0.0
+    for x, y in zip(after, before):
+        sx, sy = dict(x), dict(y)
+        if sx.keys() != sy.keys():
+            continue
+        diff = max((abs(sx[k] - sy[k]) for k in sx), default=0.0)
+        worst = max(worst, diff)
+        if [k for k, _ in x] == [k for k, _ in y]:
+            same += diff <= tol
+        else:
+            tie_order += diff <= tol and all(abs(a[1] - b[1]) <= tol for a, b in zip(x, y))
+    return {"rows_identical": same, "rows_differing_only_in_tied_order": tie_order,
+            "max_score_diff": float(f"{worst:.3g}")}
+
+
+@torch.no_grad()
+def exhaustive_top(model, prompt, sids, eos, k=10, chunk=1024):
+    """The exact top ``k`` (score, SID) after ``prompt``: every SID + EOS scored against a copy of
+    the prompt's cache (no trie, no beam), summed log-probabilities as the beam search sums them."""
+    out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+    first = out.logits[0, -1].float().log_softmax(-1)
+    scored = []
+    for start in range(0, len(sids), chunk):
+        part = sids[start : start + chunk]
+        depth = max(map(len, part))
+        toks = torch.tensor([list(s) + [eos] * (depth + 1 - len(s)) for s in part])  # after EOS: unread
+        cache = copy.deepcopy(out.past_key_values)
+        cache.batch_repeat_interleave(len(part))
+        logp = model(input_ids=toks[:, :depth], past_key_values=cache).logits.float().log_softmax(-1)
+        step = logp.gather(-1, toks[:, 1:, None])[..., 0]  # log p(next SID token or EOS)
+        scored += [(float(first[s[0]] + step[i, : len(s)].sum()), s) for i, s in enumerate(part)]
+    return sorted(scored, reverse=True)[:k]
+
+
+def exactness(model, tokenizer, prompts, ranked, trie, k=10):
+    """Rows where the beam's top ``k`` SIDs are the exhaustive top ``k``, and the largest score gap."""
+    sids = trie.sequences()
+    hits, worst = 0, 0.0
+    for prompt, row in zip(prompts, ranked):
+        exact = [(decode_sid(tokenizer, s), score) for score, s in exhaustive_top(model, prompt, sids, trie.eos_token_id, k)]
+        hits += [s for s, _ in exact] == [s for s, _ in row[:k]]
+        worst = max([worst] + [abs(a[1] - b[1]) for a, b in zip(exact, row)])
+    return {"rows": len(prompts), "top10_exact_rows": hits, "max_score_diff": float(f"{worst:.3g}")}
+
+
+def rl_step_seconds(model_path, steps, cls):
+    """One RL run of ``steps`` steps (scripts/rl_full.sh's recipe) with decoder ``cls`` ->
+    (wall seconds per step, CPU seconds per step inside beam search: rollouts and refills)."""
+    from minirec.rl.config import RLConfig
+    from minirec.rl.train import train
+
+    spent, search = [0.0], beam._beam_search
+
+    def timed_search(*args):
+        start = time.process_time()
+        try:
+            return search(*args)
+        finally:
+            spent[0] += time.process_time() - start
+
+    with tempfile.TemporaryDirectory() as tmp, decoder(cls), mock.patch.object(beam, "_beam_search", timed_search):
+        config = RLConfig(model_path=str(model_path), output_dir=f"{tmp}/rl", max_steps=steps, learning_rate=2e-5,
+                          dynamic_sampling=True, max_prompts=2400, eval_rows=0, save_steps=10**6, report_to="none")
+        per_step = train(config)["seconds_per_step"]
+    return per_step, round(spent[0] / steps, 3)
+
+
+def rl_before_after(model_path, steps, repeats):
+    """RL runs alternating between the decoders; each keeps its fastest run."""
+    runs = {"before": [], "after": []}
+    for _ in range(repeats):
+        for name, cls in (("before", beam._ExpandedDecoder), ("after", beam._SharedPrefixDecoder)):
+            runs[name].append(rl_step_seconds(model_path, steps, cls))
+    best = {name: min(r) for name, r in runs.items()}
+    return {"steps_per_run": steps, "runs_per_decoder": repeats,
+            "seconds_per_step": {name: b[0] for name, b in best.items()},
+            "beam_search_cpu_seconds_per_step": {name: b[1] for name, b in best.items()},
+            "step_speedup": round(best["before"][0] / best["after"][0], 2)}
+
+
+def main(model_path="out/sft_full", split="test", rows=500, num_beams=50, batch_size=16, repeats=2,
+         exhaustive_rows=0, rl_steps=0, hf=False, out="bench/results/constrained_decoding.json"):
     torch.manual_seed(0)
     model, tokenizer, run = load_trained(model_path)
     model.eval()
@@ -85,31 +190,46 @@ def main(model_path="out/sft_full", split="test", rows=500, num_beams=50, batch_
     histories = [r.history for r in data.split(split)[:rows]]
     trie = build_trie(model, tokenizer, cat)
     prompts = encode_prompts(tokenizer, [next_sid_prompt(h, cat, run.template, run.max_history) for h in histories])
-    common = dict(template=run.template, max_history=run.max_history, num_beams=num_beams, batch_size=batch_size)
-
-    a, t_a = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=trie, **common))
-    _, t_a0 = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=Unconstrained(trie), **common))
-    b, t_b = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size,
-                                       prefix_dict(cat, tokenizer)))
-    _, t_c = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size))
-
-    a_lists = [[s for s, _ in row] for row in a]
-    same = sum(x[:10] == y[:10] for x, y in zip(a_lists, b))
-    # A differing list is acceptable only where (a) has an exact score tie inside its top 10.
-    ties = sum(x[:10] != y[:10] and len({round(s, 5) for _, s in row[:11]}) < min(len(row), 11)
-               for x, y, row in zip(a_lists, b, a))
+    common = dict(template=run.template, max_history=run.max_history, num_beams=num_beams, batch_size=batch_size,
+                  progress=False)
     per_k = lambda t: round(1000 * t / len(histories), 2)  # noqa: E731
+
+    passes, ranked_by = {"before": [], "after": []}, {}  # (wall, cpu) seconds of each pass
+    for _ in range(repeats):
+        for name, cls in (("before", beam._ExpandedDecoder), ("after", beam._SharedPrefixDecoder)):
+            with decoder(cls):
+                ranked_by[name], *seconds = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=trie,
+                                                                    **common))
+            passes[name].append(seconds)
+    a0, a = ranked_by["before"], ranked_by["after"]
+    (t_a0, c_a0), (t_a, c_a) = [[min(t) for t in zip(*passes[k])] for k in ("before", "after")]
+    _, t_a_prime, _ = timed(lambda: rank_sids(model, tokenizer, cat, histories, trie=Unconstrained(trie), **common))
+    seconds = {"a0_before_expanded_cache": per_k(t_a0), "a_after_shared_prefix": per_k(t_a),
+               "a_prime_after_unconstrained": per_k(t_a_prime)}
     result = {
-        "model_path": str(model_path), "rows": len(histories), "num_beams": num_beams, "batch_size": batch_size,
-        "params": sum(p.numel() for p in model.parameters()),
-        "seconds_per_1000_rows": {"a_minirec": per_k(t_a), "a_prime_minirec_unconstrained": per_k(t_a0),
-                                  "b_hf_prefix_allowed_tokens_fn": per_k(t_b), "c_hf_unconstrained": per_k(t_c)},
-        "ratio_b_over_a": round(t_b / t_a, 2),
-        "ratio_a_over_a_prime": round(t_a / t_a0, 3),
-        "top10_identical_rows": same, "top10_differing_rows_with_score_ties": ties,
-        "invalid_in_a": sum(s not in cat.items_by_sid for row in a_lists for s in row),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "model_path": str(model_path), "split": split, "rows": len(histories), "num_beams": num_beams,
+        "batch_size": batch_size, "params": sum(p.numel() for p in model.parameters()),
+        "seconds_per_1000_rows": seconds,
+        "cpu_seconds_per_1000_rows": {"a0_before_expanded_cache": per_k(c_a0), "a_after_shared_prefix": per_k(c_a)},
+        "passes_wall_cpu_seconds": {k: [[round(x, 2) for x in p] for p in v] for k, v in passes.items()},
+        "speedup_before_over_after": {"wall": round(t_a0 / t_a, 2), "cpu": round(c_a0 / c_a, 2)},
+        "ratio_a_over_a_prime": round(t_a / t_a_prime, 3),
+        "rankings_after_vs_before": compare_rankings(a, a0),
+        "invalid_in_a": sum(s not in cat.items_by_sid for row in a for s, _ in row),
     }
+    if hf:
+        a_lists = [[s for s, _ in row] for row in a]
+        b, t_b, _ = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size,
+                                              prefix_dict(cat, tokenizer)))
+        _, t_c, _ = timed(lambda: hf_generate(model, tokenizer, prompts, num_beams, trie.max_depth + 1, batch_size))
+        seconds.update(b_hf_prefix_allowed_tokens_fn=per_k(t_b), c_hf_unconstrained=per_k(t_c))
+        result.update(ratio_b_over_a=round(t_b / t_a, 2),
+                      top10_identical_to_hf_rows=sum(x[:10] == y[:10] for x, y in zip(a_lists, b)))
+    if exhaustive_rows:
+        result["exhaustive_top10"] = exactness(model, tokenizer, prompts[:exhaustive_rows], a, trie)
+    if rl_steps:
+        result["rl"] = rl_before_after(model_path, rl_steps, repeats)
+    result["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     write_json(Path(out), result)
     print(json.dumps(result, indent=2))
 

@@ -65,6 +65,9 @@ class SIDTrie:
             self.allows_eos[node] = terminal[node]
         self.allows_eos[self.DONE] = True
         self.pad_token_id = pad_token_id
+        # The only tokens a SID continuation can be: the SID tokens, then EOS (beam search
+        # ranks candidates over these columns instead of the whole vocabulary).
+        self.columns = torch.cat([self.local_tokens, torch.tensor([eos_token_id])])
 
     @classmethod
     def from_catalogue(cls, catalogue, tokenizer, vocab_size=None):
@@ -72,7 +75,7 @@ class SIDTrie:
         return cls(seqs, tokenizer.eos_token_id, vocab_size or len(tokenizer), tokenizer.pad_token_id)
 
     def to(self, device):
-        for name in ("to_local", "local_tokens", "edge_keys", "edge_child", "allowed_local", "allows_eos"):
+        for name in ("to_local", "local_tokens", "edge_keys", "edge_child", "allowed_local", "allows_eos", "columns"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -97,6 +100,11 @@ class SIDTrie:
         mask[:, self.local_tokens] = self.allowed_local[state]
         mask[:, self.eos_token_id] |= self.allows_eos[state]
         return mask
+
+    def allowed_columns(self, generated: torch.Tensor) -> torch.Tensor:
+        """Boolean ``[B, len(columns)]``: :meth:`allowed_mask` restricted to ``columns``."""
+        state = self.states(generated)
+        return torch.cat([self.allowed_local.index_select(0, state), self.allows_eos[state, None]], dim=1)
 
     def sequences(self) -> list[tuple[int, ...]]:
         """Every SID in the trie as token ids (for tests and reachability checks)."""
