@@ -81,13 +81,23 @@ class RankingEval(TrainerCallback):
         gain, se = paired_gain(scores, self.start)
         logs.update({"valid_gain_vs_start": round(gain, 6), "valid_gain_se": round(se, 6)})
         self.history.append({"step": state.global_step, **logs})
-        self.trainer.log(logs)
+        self._log(logs)
         score = sum(scores) / len(scores)
         passes = state.global_step == self.history[0]["step"] or gain > self.margin * se
         if self.keep_best and passes and (self.best is None or score > self.best["score"]):
             self.best = {"step": state.global_step, "score": score}
             if self.trainer.is_world_process_zero():
                 self._write_best(model)
+
+    def _log(self, logs):
+        """Log the evaluation as its own line without disturbing the step's own log: the base
+        Trainer.log (TRL's override would move the step's reward/KL metrics into this line), and
+        ``should_log`` put back (logging resets it, which silently dropped the step's loss line)."""
+        from transformers import Trainer
+
+        should_log = self.trainer.control.should_log
+        Trainer.log(self.trainer, logs)
+        self.trainer.control.should_log = should_log
 
     def _write_best(self, model):
         from safetensors.torch import save_file
@@ -109,8 +119,9 @@ class RankingEval(TrainerCallback):
             self.save_state(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
     def on_log(self, args, state, control, logs=None, **kw):
-        # Every process logs at the same steps; the evaluation's own log line takes no counters.
-        if logs is None or self.rollout is None or "valid_HR@10" in logs:
+        # Every process logs the same training steps; other lines (the evaluation's, the final
+        # summary) take no counters.
+        if logs is None or self.rollout is None or "loss" not in logs:
             return
         fracs = self.rollout.pop_stats(self._sum_over_processes)
         logs.update(fracs)

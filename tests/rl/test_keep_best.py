@@ -27,7 +27,8 @@ def fake_eval(tmp_path, hits_by_step, margin=2.0):
         return [[(f"t{h[0]}" if int(h[0]) < hits else "x", 0.0)] for h in histories]
 
     ev = RankingEval(rank_fn, rows, Catalogue(), eval_steps=1, output_dir=tmp_path, margin=margin)
-    ev.trainer = SimpleNamespace(model=model, log=lambda logs: None, is_world_process_zero=lambda: True)
+    ev.trainer = SimpleNamespace(model=model, is_world_process_zero=lambda: True)
+    ev._log = lambda logs: None
 
     def at(s):
         step["now"] = s
