@@ -97,21 +97,21 @@ def decoder(cls):
 
 
 def compare_rankings(after, before, tol=1e-4):
-    """Rows whose ranked SID lists are identical, rows that differ only in the order of SIDs whose
-    scores tie within ``tol``, and the largest score difference of one SID between the two."""
-    same = tie_order = 0
+    """Rows whose ranked SID lists are identical (scores within ``tol``); rows whose lists differ
+    only where scores tie within ``tol`` (a swapped pair; a SID in one list only if it ties the
+    last rank); and the largest score difference of one SID in both lists."""
+    same = ties = 0
     worst = 0.0
     for x, y in zip(after, before):
         sx, sy = dict(x), dict(y)
-        if sx.keys() != sy.keys():
-            continue
-        diff = max((abs(sx[k] - sy[k]) for k in sx), default=0.0)
-        worst = max(worst, diff)
+        worst = max([worst] + [abs(sx[k] - sy[k]) for k in sx.keys() & sy.keys()])
+        at_cutoff = all(abs({**sx, **sy}[k] - x[-1][1]) <= tol for k in sx.keys() ^ sy.keys())
+        close = len(x) == len(y) and at_cutoff and all(abs(a[1] - b[1]) <= tol for a, b in zip(x, y))
         if [k for k, _ in x] == [k for k, _ in y]:
-            same += diff <= tol
+            same += close
         else:
-            tie_order += diff <= tol and all(abs(a[1] - b[1]) <= tol for a, b in zip(x, y))
-    return {"rows_identical": same, "rows_differing_only_in_tied_order": tie_order,
+            ties += close
+    return {"rows_identical": same, "rows_differing_only_among_tied_scores": ties,
             "max_score_diff": float(f"{worst:.3g}")}
 
 
