@@ -145,6 +145,10 @@ def run(command, argv=None, group: str = "") -> None:
     try:
         if "-" in argv:  # Fire's separator: the command would run on the words before it only
             raise MinirecError("a lone '-' is not a value here; write --name=- to pass '-'")
+        if "--" in argv and argv[argv.index("--") + 1:] not in (["--help"], ["-h"]):
+            # Fire's flags separator: every word after it would be dropped and the command run without them
+            raise MinirecError("a lone '--' is not accepted (only `-- --help`, Fire's own help); "
+                               "remove it, or write --name=-- to pass '--'")
         if isinstance(command, dict):
             if _check_group(command, group, argv):
                 _print(_group_help(command, group))

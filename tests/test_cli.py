@@ -176,6 +176,10 @@ SPELLINGS = [
     ("sft", ["-c", "128"], "cutoff_len", 128),  # Fire's one-letter shortcut, as its own help lists it
     ("sft", ["--nouse_lora"], "use_lora", False),  # Fire's --noFLAG
     ("sft", ["--seed", "1", "-", "--seed", "2"], None, "a lone '-' is not a value here"),
+    ("sft", ["--", "--epochz", "3"], None, "a lone '--' is not accepted"),  # Fire would drop every word after it
+    ("sft", ["--seed", "1", "--"], None, "a lone '--' is not accepted"),
+    ("sft", ["--", "--help", "--seed", "2"], None, "a lone '--' is not accepted"),
+    ("recommend", ["--sep=--"], "sep", "--"),  # the value "--" is one word, not the separator
     ("sft", ["--tasks", "next_sid,sid_to_title"], "tasks", "next_sid,sid_to_title"),
     ("sft", ["--lerning_rate", "1"], None, "unknown flag(s) --lerning_rate (did you mean --learning_rate?)"),
     ("sft", ["--seed", "1", "--seed", "2"], "seed", 2),  # the last one wins: scripts' extra flags override
