@@ -50,6 +50,22 @@ def _acquire(path: Path, flag: str, output) -> int:
         os.close(fd)
 
 
+def _checked(output, flag: str) -> Path:
+    """The lock file of ``output``, once ``output`` can be a path to write: not empty, not the root,
+    and no file where one of its parent dirs would be."""
+    if not str(output).strip():
+        raise MinirecError(f"{flag} is empty; pass a path")
+    full = Path(output).absolute()
+    if full == Path(full.anchor):
+        raise MinirecError(f"{flag} {output}: the root dir; pass a dir of its own")
+    for parent in full.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MinirecError(f"{flag} {output}: {parent} is not a directory")
+            break
+    return lock_path(output)
+
+
 @contextmanager
 def hold(output, flag: str = "--output_dir"):
     """Run the block while this process (rank 0 of a job) holds ``output``; another holder is a
@@ -57,11 +73,14 @@ def hold(output, flag: str = "--output_dir"):
     if not is_main_process():
         yield
         return
-    path = lock_path(output)
+    path = _checked(output, flag)
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # deepest first
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = _acquire(path, flag, output)
+    except OSError as e:  # read-only, /proc, no permission, ...: one line naming the path
+        _remove_empty(created)
+        raise MinirecError(f"{flag} {output}: cannot take its lock {path} ({e.strerror or e})") from None
     except MinirecError:
         _remove_empty(created)
         raise
