@@ -135,6 +135,16 @@ def _check_group(commands: dict, group: str, argv: list) -> bool:
     return False
 
 
+def _check_no_flags(command: Command, argv: list) -> None:
+    """Fire's ``--noFLAG`` (false) is for BOOL flags only: on another it would be the text "False"."""
+    types = option_types(command.config)
+    for word in argv:
+        name = word[2:].split("=", 1)[0].replace("-", "_") if word.startswith("--no") else ""
+        if name and name not in types and name[2:] in types and types[name[2:]][0] is not bool:
+            raise MinirecError(f"unknown flag(s) --{name} (--noFLAG is only for BOOL flags; did you mean "
+                               f"--{name[2:]} VALUE?); see python {command.prog} --help")
+
+
 def run(command, argv=None, group: str = "") -> None:
     """Run a :class:`Command`, or a dict of sub-command name -> Command (``group``: their common prog), with Fire."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -153,8 +163,10 @@ def run(command, argv=None, group: str = "") -> None:
             if _check_group(command, group, argv):
                 _print(_group_help(command, group))
                 return
+            _check_no_flags(command[argv[0]], argv[1:])
             component, name = {n: _component(c) for n, c in command.items()}, f"python {group}"
         else:
+            _check_no_flags(command, argv)
             component, name = _component(command), f"python {command.prog}"
         fire.Fire(component, command=argv, name=name)
     except MinirecError as e:

@@ -175,6 +175,9 @@ SPELLINGS = [
     ("sft", ["--base_model", "1.10", "--tiny_num_layers", "2"], None, "--tiny_num_layers applies only to --base_model tiny, not 1.10"),
     ("sft", ["-c", "128"], "cutoff_len", 128),  # Fire's one-letter shortcut, as its own help lists it
     ("sft", ["--nouse_lora"], "use_lora", False),  # Fire's --noFLAG
+    ("sft", ["--nooutput_dir"], None, "unknown flag(s) --nooutput_dir (--noFLAG is only for BOOL flags; did you mean --output_dir VALUE?)"),
+    ("sft", ["--nolearning-rate"], None, "unknown flag(s) --nolearning_rate"),
+    ("build", ["--noreassign_collisions"], "reassign_collisions", False),
     ("sft", ["--seed", "1", "-", "--seed", "2"], None, "a lone '-' is not a value here"),
     ("sft", ["--", "--epochz", "3"], None, "a lone '--' is not accepted"),  # Fire would drop every word after it
     ("sft", ["--seed", "1", "--"], None, "a lone '--' is not accepted"),
