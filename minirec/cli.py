@@ -25,6 +25,7 @@ import shutil
 import sys
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import fire
@@ -81,7 +82,23 @@ def _config(command: Command, words: tuple, flags: dict):
     bare = [n for n, v in flags.items() if v == "True" and n in types and types[n][0] is not bool]
     if bare:
         raise MinirecError(f"--{bare[0]} needs a value ({hint})")
+    # An empty value where the default is not empty (a path above all: --output_dir "" is the cwd)
+    defaults = {f.name: default_of(f) for f in option_fields(command.config)}
+    empty = [n for n, v in flags.items() if isinstance(v, str) and not v.strip() and n in types
+             and types[n][0] is str and defaults[n] not in ("", None)]
+    if empty:
+        raise MinirecError(f"--{empty[0]} is empty; pass a value ({hint})")
     return config_from(command.config, flags, hint)
+
+
+def _check_output(output) -> None:
+    """What a run writes is a path of its own: not empty, not the cwd or a dir above it."""
+    flag, path = output
+    if not str(path).strip():
+        raise MinirecError(f"{flag} is empty; pass a path")
+    cwd = Path.cwd().resolve()
+    if Path(path).resolve() in (cwd, *cwd.parents):
+        raise MinirecError(f"{flag} {path}: the current directory or one above it; pass a dir of its own")
 
 
 def _component(command: Command):
@@ -93,10 +110,12 @@ def _component(command: Command):
             _print(command.help())
             return None
         config = _config(command, words, flags)
+        output = config.output()
+        if output:
+            _check_output(output)
         config.check_paths()
         from minirec.output_lock import hold  # here, not at the top: it imports torch, which --help does not need
 
-        output = config.output()
         with hold(output[1], output[0]) if output else contextlib.nullcontext():
             command.main(config)
         return None  # Fire would print a returned value

@@ -175,6 +175,13 @@ SPELLINGS = [
     ("sft", ["--base_model", "1.10", "--tiny_num_layers", "2"], None, "--tiny_num_layers applies only to --base_model tiny, not 1.10"),
     ("sft", ["-c", "128"], "cutoff_len", 128),  # Fire's one-letter shortcut, as its own help lists it
     ("sft", ["--nouse_lora"], "use_lora", False),  # Fire's --noFLAG
+    ("sft", ["--output_dir", ""], None, "--output_dir is empty; pass a value"),
+    ("sft", ["--output_dir", "."], None, "--output_dir .: the current directory or one above it"),
+    ("sft", ["--output_dir", ".."], None, "--output_dir ..: the current directory or one above it"),
+    ("sft", ["--data_dir", ""], None, "--data_dir is empty; pass a value"),
+    ("sft", ["--data_dir=  "], None, "--data_dir is empty; pass a value"),
+    ("evaluate", ["--data_dir", ""], "data_dir", ""),  # empty is its default: the run's own data dir
+    ("popularity", ["--output_dir", "/"], None, "--output_dir /: the current directory or one above it"),
     ("sft", ["--nooutput_dir"], None, "unknown flag(s) --nooutput_dir (--noFLAG is only for BOOL flags; did you mean --output_dir VALUE?)"),
     ("sft", ["--nolearning-rate"], None, "unknown flag(s) --nolearning_rate"),
     ("build", ["--noreassign_collisions"], "reassign_collisions", False),
