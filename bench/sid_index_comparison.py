@@ -79,7 +79,7 @@ def build(method: str, work: Path, cache: Path, s: dict) -> dict:
     if not (index.is_file() and timing.is_file()):
         wall = _run([sys.executable, "-m", "minirec.sid", "build", "--items", DATA / "item.json", "--method", method,
                      "--levels", s["levels"], "--codebook_size", s["codebook_size"], "--seed", s["seed"],
-                     "--rqvae_epochs", s["rqvae_epochs"], "--embeddings_cache", cache, "--out", index])
+                     "--rqvae_epochs", s["rqvae_epochs"], "--embeddings_cache", cache, "--out", index, "--overwrite", "True"])
         timing.write_text(json.dumps({"build_wall_s": wall}) + "\n")
     return {**json.loads(index.with_name("index.report.json").read_text()), **json.loads(timing.read_text())}
 

@@ -25,6 +25,7 @@ import shutil
 import sys
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import fire
@@ -81,7 +82,23 @@ def _config(command: Command, words: tuple, flags: dict):
     bare = [n for n, v in flags.items() if v == "True" and n in types and types[n][0] is not bool]
     if bare:
         raise MinirecError(f"--{bare[0]} needs a value ({hint})")
+    # An empty value where the default is not empty (a path above all: --output_dir "" is the cwd)
+    defaults = {f.name: default_of(f) for f in option_fields(command.config)}
+    empty = [n for n, v in flags.items() if isinstance(v, str) and not v.strip() and n in types
+             and types[n][0] is str and defaults[n] not in ("", None)]
+    if empty:
+        raise MinirecError(f"--{empty[0]} is empty; pass a value ({hint})")
     return config_from(command.config, flags, hint)
+
+
+def _check_output(output) -> None:
+    """What a run writes is a path of its own: not empty, not the cwd or a dir above it."""
+    flag, path = output
+    if not str(path).strip():
+        raise MinirecError(f"{flag} is empty; pass a path")
+    cwd = Path.cwd().resolve()
+    if Path(path).resolve() in (cwd, *cwd.parents):
+        raise MinirecError(f"{flag} {path}: the current directory or one above it; pass a dir of its own")
 
 
 def _component(command: Command):
@@ -93,10 +110,12 @@ def _component(command: Command):
             _print(command.help())
             return None
         config = _config(command, words, flags)
+        output = config.output()
+        if output:
+            _check_output(output)
         config.check_paths()
         from minirec.output_lock import hold  # here, not at the top: it imports torch, which --help does not need
 
-        output = config.output()
         with hold(output[1], output[0]) if output else contextlib.nullcontext():
             command.main(config)
         return None  # Fire would print a returned value
@@ -135,6 +154,16 @@ def _check_group(commands: dict, group: str, argv: list) -> bool:
     return False
 
 
+def _check_no_flags(command: Command, argv: list) -> None:
+    """Fire's ``--noFLAG`` (false) is for BOOL flags only: on another it would be the text "False"."""
+    types = option_types(command.config)
+    for word in argv:
+        name = word[2:].split("=", 1)[0].replace("-", "_") if word.startswith("--no") else ""
+        if name and name not in types and name[2:] in types and types[name[2:]][0] is not bool:
+            raise MinirecError(f"unknown flag(s) --{name} (--noFLAG is only for BOOL flags; did you mean "
+                               f"--{name[2:]} VALUE?); see python {command.prog} --help")
+
+
 def run(command, argv=None, group: str = "") -> None:
     """Run a :class:`Command`, or a dict of sub-command name -> Command (``group``: their common prog), with Fire."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -145,12 +174,18 @@ def run(command, argv=None, group: str = "") -> None:
     try:
         if "-" in argv:  # Fire's separator: the command would run on the words before it only
             raise MinirecError("a lone '-' is not a value here; write --name=- to pass '-'")
+        if "--" in argv and argv[argv.index("--") + 1:] not in (["--help"], ["-h"]):
+            # Fire's flags separator: every word after it would be dropped and the command run without them
+            raise MinirecError("a lone '--' is not accepted (only `-- --help`, Fire's own help); "
+                               "remove it, or write --name=-- to pass '--'")
         if isinstance(command, dict):
             if _check_group(command, group, argv):
                 _print(_group_help(command, group))
                 return
+            _check_no_flags(command[argv[0]], argv[1:])
             component, name = {n: _component(c) for n, c in command.items()}, f"python {group}"
         else:
+            _check_no_flags(command, argv)
             component, name = _component(command), f"python {command.prog}"
         fire.Fire(component, command=argv, name=name)
     except MinirecError as e:

@@ -57,6 +57,7 @@ class EvalConfig(Config):
         return "--output_dir", self.output_dir or str(Path(self.model_path) / f"eval_{self.split}")
 
     def check_paths(self) -> None:
+        RunInfo.read(self.model_path)  # a finished run, checked before the output's lock makes any dir
         if self.output_dir and (Path(self.output_dir) / RUN_FILE).exists():
             raise MinirecError(f"--output_dir {self.output_dir} holds a run (run.json); its metrics.json would be "
                                "overwritten: pass another dir")

@@ -11,6 +11,7 @@ second process gets. Under a launcher only rank 0 holds, for the whole job.
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -50,6 +51,22 @@ def _acquire(path: Path, flag: str, output) -> int:
         os.close(fd)
 
 
+def _checked(output, flag: str) -> Path:
+    """The lock file of ``output``, once ``output`` can be a path to write: not empty, not the root,
+    and no file where one of its parent dirs would be."""
+    if not str(output).strip():
+        raise MinirecError(f"{flag} is empty; pass a path")
+    full = Path(output).absolute()
+    if full == Path(full.anchor):
+        raise MinirecError(f"{flag} {output}: the root dir; pass a dir of its own")
+    for parent in full.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MinirecError(f"{flag} {output}: {parent} is not a directory")
+            break
+    return lock_path(output)
+
+
 @contextmanager
 def hold(output, flag: str = "--output_dir"):
     """Run the block while this process (rank 0 of a job) holds ``output``; another holder is a
@@ -57,11 +74,14 @@ def hold(output, flag: str = "--output_dir"):
     if not is_main_process():
         yield
         return
-    path = lock_path(output)
+    path = _checked(output, flag)
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # deepest first
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = _acquire(path, flag, output)
+    except OSError as e:  # read-only, /proc, no permission, ...: one line naming the path
+        _remove_empty(created)
+        raise MinirecError(f"{flag} {output}: cannot take its lock {path} ({e.strerror or e})") from None
     except MinirecError:
         _remove_empty(created)
         raise
@@ -70,11 +90,40 @@ def hold(output, flag: str = "--output_dir"):
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(me).encode())
-        yield
+        with _removed_on_sigterm(path):
+            yield
     finally:
         path.unlink(missing_ok=True)  # while still holding it, so nobody locks a file about to vanish
         os.close(fd)
         _remove_empty(created)  # a run that failed before writing leaves no dirs behind
+
+
+@contextmanager
+def _removed_on_sigterm(path: Path):
+    """SIGTERM (kill, a scheduler's stop) removes the lock file, then takes its usual course (the
+    handler before, or death by SIGTERM, exit status 143), so no stale file is left in a run dir or
+    a dataset dir. SIGKILL cannot be caught: its file stays, without a hold (see the module doc)."""
+    holder = os.getpid()
+
+    def on_sigterm(signum, frame):
+        if os.getpid() == holder:  # not in a forked child (a DataLoader worker): the file is the parent's
+            path.unlink(missing_ok=True)  # the flock is still ours until the process ends
+        signal.signal(signal.SIGTERM, previous)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _remove_empty(dirs) -> None:

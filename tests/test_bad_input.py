@@ -128,6 +128,17 @@ CASES = [
     # --model_path that is not a (finished) run
     ("eval unfinished run", ["evaluate.py", "--model_path", "{w}/half_run"], "no run.json; an unfinished run"),
     ("rl no such dir", ["rl.py", "--model_path", "{w}/nowhere", "--output_dir", "{w}/cwd/rl"], "no such directory"),
+    ("eval a file as run", ["evaluate.py", "--model_path", "{w}/seq.json"], "no such directory"),
+    ("eval no such dir", ["evaluate.py", "--model_path", "{w}/nowhere"], "no such directory"),  # no dir made first
+    # outputs that cannot be written: one line naming the path, before any dir is made
+    ("sft output under a file", SFT[:1] + ["--output_dir", "{w}/seq.json/x", "--data_dir", str(INDUSTRIAL)],
+     "seq.json is not a directory"),
+    ("report out in /proc", ["-m", "minirec.report", "--runs", "{w}/finished", "--out", "/proc/xx/report.md"],
+     "--out /proc/xx/report.md: cannot take its lock"),
+    ("baseline output the root", ["-m", "minirec.baselines", "popularity", "--data_dir", "{w}/data", "--output_dir",
+                                  "/"], "--output_dir /: the current directory or one above it"),
+    ("sft output the cwd", SFT[:1] + ["--output_dir", ".", "--data_dir", str(INDUSTRIAL)], "the current directory"),
+    ("sft empty data dir", SFT + ["--data_dir", ""], "--data_dir is empty"),
     ("recommend not a run", ["-m", "minirec.recommend", "--model_path", "{w}/data", "--history", "1"], "not a run dir"),
     ("merge unfinished run", ["-m", "minirec.merge", "--model_path", "{w}/half_run", "--output_dir", "{w}/cwd/m"],
      "an unfinished run"),

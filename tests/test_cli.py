@@ -175,7 +175,21 @@ SPELLINGS = [
     ("sft", ["--base_model", "1.10", "--tiny_num_layers", "2"], None, "--tiny_num_layers applies only to --base_model tiny, not 1.10"),
     ("sft", ["-c", "128"], "cutoff_len", 128),  # Fire's one-letter shortcut, as its own help lists it
     ("sft", ["--nouse_lora"], "use_lora", False),  # Fire's --noFLAG
+    ("sft", ["--output_dir", ""], None, "--output_dir is empty; pass a value"),
+    ("sft", ["--output_dir", "."], None, "--output_dir .: the current directory or one above it"),
+    ("sft", ["--output_dir", ".."], None, "--output_dir ..: the current directory or one above it"),
+    ("sft", ["--data_dir", ""], None, "--data_dir is empty; pass a value"),
+    ("sft", ["--data_dir=  "], None, "--data_dir is empty; pass a value"),
+    ("evaluate", ["--data_dir", ""], "data_dir", ""),  # empty is its default: the run's own data dir
+    ("popularity", ["--output_dir", "/"], None, "--output_dir /: the current directory or one above it"),
+    ("sft", ["--nooutput_dir"], None, "unknown flag(s) --nooutput_dir (--noFLAG is only for BOOL flags; did you mean --output_dir VALUE?)"),
+    ("sft", ["--nolearning-rate"], None, "unknown flag(s) --nolearning_rate"),
+    ("build", ["--noreassign_collisions"], "reassign_collisions", False),
     ("sft", ["--seed", "1", "-", "--seed", "2"], None, "a lone '-' is not a value here"),
+    ("sft", ["--", "--epochz", "3"], None, "a lone '--' is not accepted"),  # Fire would drop every word after it
+    ("sft", ["--seed", "1", "--"], None, "a lone '--' is not accepted"),
+    ("sft", ["--", "--help", "--seed", "2"], None, "a lone '--' is not accepted"),
+    ("recommend", ["--sep=--"], "sep", "--"),  # the value "--" is one word, not the separator
     ("sft", ["--tasks", "next_sid,sid_to_title"], "tasks", "next_sid,sid_to_title"),
     ("sft", ["--lerning_rate", "1"], None, "unknown flag(s) --lerning_rate (did you mean --learning_rate?)"),
     ("sft", ["--seed", "1", "--seed", "2"], "seed", 2),  # the last one wins: scripts' extra flags override

@@ -119,3 +119,17 @@ def test_a_run_that_writes_nothing_leaves_no_dirs(tmp_path):
     with hold(tmp_path / "a" / "run"):
         (tmp_path / "a" / "run").mkdir()  # what it wrote stays
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["run"]
+
+
+def test_sigterm_removes_the_lock_file_and_still_ends_the_process(tmp_path):
+    out = tmp_path / "index.json"
+    holder = start(["-c", HOLDER, str(out)])
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.stderr.read()
+        assert lock_path(out).is_file()
+        holder.send_signal(signal.SIGTERM)
+        holder.wait(timeout=60)
+    finally:
+        holder.kill()
+    assert holder.returncode == -signal.SIGTERM  # it still dies by SIGTERM (a shell shows 143)
+    assert not lock_path(out).exists() and list(tmp_path.iterdir()) == []

@@ -59,6 +59,8 @@ class BuildConfig(Config):
     """Training epochs of the RQ-VAE (--method rqvae or rqvae_vqp)."""
     max_chars: int = MAX_CHARS
     """Item text (title + description) is cut to this many characters before embedding."""
+    overwrite: bool = False
+    """Replace an existing --out (and its report); without it an existing --out is an error."""
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -78,6 +80,11 @@ class BuildConfig(Config):
 
     def output(self):
         return "--out", self.out
+
+    def check_paths(self) -> None:
+        if Path(self.out).exists() and not self.overwrite:
+            raise MinirecError(f"--out {self.out} already exists; pass a new path, or --overwrite True to replace "
+                               "it (nothing was changed)")
 
 
 def build_index(items_path, out, encode=None, **options) -> dict:

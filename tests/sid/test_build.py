@@ -85,6 +85,10 @@ def test_cli_builds_from_a_cached_embedding(tmp_path):
                      "--codebook_size", 4, "--encoder", "fake", "--embeddings_cache", tmp_path / "emb.npy")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "collisions:" in proc.stdout and len(load_catalogue(tmp_path / "index.json").items_by_sid) == 40
+    again = ["--items", tmp_path / "item.json", "--out", tmp_path / "index.json", "--levels", 2, "--codebook_size", 4,
+             "--encoder", "fake", "--embeddings_cache", tmp_path / "emb.npy"]
+    assert run_build(*again).returncode == 2  # an existing --out is refused
+    assert run_build(*again, "--overwrite", "True").returncode == 0  # unless asked
 
 
 @pytest.mark.parametrize("args, message", [
@@ -97,6 +101,7 @@ def test_cli_builds_from_a_cached_embedding(tmp_path):
     (["--items", "{d}/item.json", "--out", "{d}/i.json", "--codebook_size", 4, "--encoder", "/no/model"],
      "models are never downloaded"),
     (["--items", "{d}/bad.json", "--out", "{d}/i.json"], "not valid JSON"),
+    (["--items", "{d}/item.json", "--out", "{d}/item.json"], "--out {d}/item.json already exists"),
 ])
 def test_cli_errors_are_one_line_exit_2(tmp_path, args, message):
     make_items(tmp_path / "item.json", n=40)
@@ -104,5 +109,5 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, args, message):
     proc = run_build(*[a.format(d=tmp_path) if isinstance(a, str) else a for a in args])
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and message in last and "Traceback" not in proc.stderr, last
+    assert last.startswith("error: ") and message.format(d=tmp_path) in last and "Traceback" not in proc.stderr, last
     assert not (tmp_path / "i.json").exists()
