@@ -96,7 +96,7 @@ class _ExpandedDecoder(_Decoder):
         """Keep rows ``row_idx`` (reordering the cache; ``None`` keeps every row in place),
         append ``tokens`` [N, 1], run one step."""
         if row_idx is not None:
-            self.gen, self.mask = self.gen[row_idx], self.mask[row_idx]
+            self.gen, self.mask, self.next_pos = self.gen[row_idx], self.mask[row_idx], self.next_pos[row_idx]
             self.cache.reorder_cache(row_idx)
         self.gen = torch.cat([self.gen, tokens], dim=1)
         self.mask = torch.cat([self.mask, torch.ones_like(tokens)], dim=1)
@@ -180,7 +180,7 @@ def _beam_search(model, prompts, trie, K, pad_token_id):
     finished: list[list[Beam]] = [[] for _ in range(B)]
     rows = torch.arange(B, device=device)[:, None]
     for step in range(trie.max_depth + 1):
-        n = scores.shape[1]  # beams per prompt now (the shared-prefix decoder starts at one)
+        n = scores.shape[1]  # beams per prompt now: at most K (one at first, shared-prefix decoder)
         cand = dec.column_logp().view(B, n, C).add_(scores[:, :, None]).view(B, n * C)
         top_scores, top_idx = cand.topk(min(2 * K, n * C), dim=-1)
         origin, token = top_idx // C, trie.columns[top_idx % C]
@@ -197,11 +197,12 @@ def _beam_search(model, prompts, trie, K, pad_token_id):
         live = valid & ~is_eos
         live_rank = live.long().cumsum(-1) - 1
         keep = live & (live_rank < K)
-        order = torch.where(keep, live_rank, K + rank).argsort(dim=-1)[:, :K]
-        kept = keep.gather(1, order)
-        scores = torch.where(kept, top_scores.gather(1, order), torch.full_like(top_scores[:, :K], NEG_INF))
-        if not kept.any() or step == trie.max_depth:
+        width = int(keep.sum(-1).max())  # beams that continue, at most K: no row for a dead one
+        if width == 0 or step == trie.max_depth:
             break
+        order = torch.where(keep, live_rank, K + rank).argsort(dim=-1)[:, :width]  # kept first
+        kept = keep.gather(1, order)
+        scores = torch.where(kept, top_scores.gather(1, order), torch.full_like(top_scores[:, :width], NEG_INF))
         beam_idx = (rows * n + origin.gather(1, order)).view(-1)
         new_tok = torch.where(kept, token.gather(1, order), torch.full_like(order, pad_token_id)).view(-1, 1)
         dec.advance(beam_idx, new_tok)

@@ -46,12 +46,14 @@ def test_same_ranked_lists_as_hf_generate(tiny_model, catalogue, industrial):
         assert [b.score for b in mine] == sorted((b.score for b in mine), reverse=True)
 
 
-def test_fewer_valid_sids_than_beams_are_dropped_not_padded(tiny_model):
+@pytest.mark.parametrize("decoder", ["_SharedPrefixDecoder", "_ExpandedDecoder"])
+def test_fewer_valid_sids_than_beams_are_dropped_not_padded(tiny_model, decoder):
     model, tok, ids = tiny_model
     seqs = [(ids[0], ids[100]), (ids[0], ids[101]), (ids[1], ids[100], ids[300])]
     trie = SIDTrie(seqs, tok.eos_token_id, model_vocab_size(model), tok.pad_token_id)
     prompts = encode_prompts(tok, ["Items: x\nNext:", "Items: a much longer prompt here\nNext:"])
-    beams = constrained_beam_search(model.eval(), prompts, trie, 8, tok.pad_token_id)
+    with mock.patch.object(beam, "_decoder_for", lambda m: getattr(beam, decoder)):
+        beams = constrained_beam_search(model.eval(), prompts, trie, 8, tok.pad_token_id)
     for row in beams:
         assert sorted(b.tokens for b in row) == sorted(seqs)  # all 3, mixed depth, nothing else
         assert all(torch.isfinite(torch.tensor(b.score)) for b in row)
