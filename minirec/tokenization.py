@@ -37,8 +37,9 @@ def encode_sequence_examples(tokenizer, examples) -> dict:
     """Dense rows (:class:`minirec.prompts.SequenceExample`) -> ``input_ids`` and ``labels``.
 
     Each completion is its SID tokens + EOS and is a target; the context is not. The ids are
-    the ones an interaction row of the same history would have (a test checks it), so training
-    on one dense row equals training on its interaction rows, minus the repeated prefixes.
+    the ones an interaction row of the same history would have for the row's first target (a test
+    checks it); a later target also sees the earlier targets of its row, so more context than an
+    interaction row (up to ``2 * max_history - 1`` items, see ``build_sequence_examples``).
     """
     prompts = encode_prompts(tokenizer, [e.prompt for e in examples])
     flat = [c for e in examples for c in e.completions]
