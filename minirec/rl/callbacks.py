@@ -6,24 +6,30 @@ zero-std fraction and the rollout's dynamic-sampling fractions. The rows are spl
 processes and the ranks gathered, so N processes evaluate N times faster, not N times.
 
 Keep-best: a later policy replaces the start only when its paired gain in HR@10 + NDCG@10 over
-the start, row by row on the same valid rows, exceeds ``margin`` standard errors of that gain;
-among the policies that pass, the best score wins. So a kept policy is better than its start
-beyond noise, and a run whose steps all fall within noise ships its start. The kept weights
-live on disk (``best_policy.safetensors`` in the output dir, written by the main process only,
-no copy in host memory), and every checkpoint carries them with this callback's state and the
-rollout's generator, so ``--resume_from_checkpoint`` keeps a best found before a crash.
+the start, row by row on the same valid rows, exceeds ``threshold`` standard errors of that gain
+(:func:`keep_threshold`: the one-sided ``margin`` z, Bonferroni-corrected for the planned number
+of evaluations, since the best of k noisy tests passes by luck about k times as often); among
+the policies that pass, the best score wins. So a kept policy is better than its start beyond
+noise, and a run whose steps all fall within noise ships its start. The kept weights live on
+disk (``best_policy.safetensors`` in the output dir, rewritten atomically by the main process
+at the start and at every improvement, no copy in host memory), and every checkpoint carries
+them with this callback's state and the rollout's generator, so ``--resume_from_checkpoint``
+keeps a best found before a crash.
 """
 
+import hashlib
 import json
 import math
 import os
 import shutil
 from pathlib import Path
+from statistics import NormalDist
 
 import torch
 from transformers import TrainerCallback
 
 from minirec.distributed import rank, world_size
+from minirec.errors import MinirecError
 from minirec.io import write_json
 from minirec.metrics import rank_of, ranking_metrics
 
@@ -38,19 +44,37 @@ def row_scores(ranks) -> list[float]:
 
 def paired_gain(scores, start) -> tuple[float, float]:
     """Mean and standard error of the row-by-row difference ``scores - start``."""
-    diffs = [a - b for a, b in zip(scores, start)]
+    diffs = [a - b for a, b in zip(scores, start, strict=True)]
     n = len(diffs)
     mean = sum(diffs) / n
     var = sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)
     return mean, math.sqrt(var / n)
 
 
+def keep_threshold(margin: float, evaluations: int) -> float:
+    """The z a gain must exceed over ``evaluations`` tests, for the one-sided level of ``margin``
+    in one test (Bonferroni). 0 stays 0: no noise test, any higher score is kept."""
+    if margin <= 0 or evaluations <= 1:
+        return margin
+    normal = NormalDist()
+    return normal.inv_cdf(1 - (1 - normal.cdf(margin)) / evaluations)
+
+
+def rows_fingerprint(rows) -> str:
+    """A hash of the evaluation rows (histories and targets): a resume must compare the same rows."""
+    text = json.dumps([[list(r.history), r.target] for r in rows], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class RankingEval(TrainerCallback):
     def __init__(self, rank_fn, rows, catalogue, eval_steps, keep_best=True, rollout=None, output_dir=".",
-                 margin=2.0):
-        """``rank_fn(model, histories)`` -> ranked (sid, score) lists for ``rows``."""
+                 margin=2.0, evaluations=1):
+        """``rank_fn(model, histories)`` -> ranked (sid, score) lists for ``rows``; ``evaluations``:
+        how many evaluations after the start the run plans, for keep-best's threshold."""
         self.rank_fn, self.rows, self.catalogue = rank_fn, rows, catalogue
         self.eval_steps, self.keep_best, self.rollout, self.margin = eval_steps, keep_best, rollout, margin
+        self.threshold = keep_threshold(margin, evaluations)
+        self.fingerprint = rows_fingerprint(rows)
         self.out = Path(output_dir)
         self.trainer = None  # set once the trainer exists
         self.history, self.start, self.best = [], None, None  # best: {"step", "score"}
@@ -83,7 +107,7 @@ class RankingEval(TrainerCallback):
         self.history.append({"step": state.global_step, **logs})
         self._log(logs)
         score = sum(scores) / len(scores)
-        passes = state.global_step == self.history[0]["step"] or gain > self.margin * se
+        passes = state.global_step == self.history[0]["step"] or gain > self.threshold * se
         if self.keep_best and passes and (self.best is None or score > self.best["score"]):
             self.best = {"step": state.global_step, "score": score}
             if self.trainer.is_world_process_zero():
@@ -150,7 +174,8 @@ class RankingEval(TrainerCallback):
         if self.trainer.is_world_process_zero():
             if self.best and (self.out / BEST).exists():
                 shutil.copyfile(self.out / BEST, ckpt / BEST)
-            write_json(ckpt / STATE, {"history": self.history, "start": self.start, "best": self.best})
+            write_json(ckpt / STATE, {"history": self.history, "start": self.start, "best": self.best,
+                                      "rows": len(self.rows), "rows_sha256": self.fingerprint})
 
     def load_state(self, checkpoint) -> None:
         """Take up the evaluations, best policy and rollout generator saved with ``checkpoint``."""
@@ -160,8 +185,15 @@ class RankingEval(TrainerCallback):
             state = json.loads(rollout_file.read_text())["rng"]
             self.rollout.rng.set_state(torch.tensor(state, dtype=torch.uint8))
         if not (ckpt / STATE).exists():
+            if self.keep_best:  # else the start would be re-measured on the resumed weights
+                raise MinirecError(f"{ckpt} has no {STATE} (the start's evaluation): keep-best cannot resume from "
+                                   "it; resume with --keep_best False or start the run again")
             return
         saved = json.loads((ckpt / STATE).read_text())
+        if (saved.get("rows"), saved.get("rows_sha256")) != (len(self.rows), self.fingerprint):
+            raise MinirecError(f"{ckpt} was evaluated on {saved.get('rows', '?')} valid rows (hash "
+                               f"{saved.get('rows_sha256', 'not recorded')}), this run on {len(self.rows)} (hash "
+                               f"{self.fingerprint}): resume with the checkpoint's --eval_rows and dataset")
         self.history, self.start, self.best = saved["history"], saved["start"], saved["best"]
         if self.best and (ckpt / BEST).exists() and self.trainer.is_world_process_zero():
             self.out.mkdir(parents=True, exist_ok=True)

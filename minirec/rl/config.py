@@ -1,5 +1,6 @@
 """Configuration of the RL stage: one documented field per flag of ``rl.py``."""
 
+import os
 from dataclasses import dataclass
 
 from minirec.config import Config, only_with
@@ -55,7 +56,9 @@ class RLConfig(Config):
     """DAPO's dynamic sampling: a group whose rewards are all equal (zero advantage: under
     rule/ranking rewards, every rollout misses the target) is replaced by a train prompt whose
     group's rewards vary, drawn on policy without replacement within a step, so every step holds
-    informative groups; costs extra rollouts."""
+    informative groups; costs extra rollouts. Each process draws from its own generator (seed +
+    rank), so two processes may draw the same replacement prompt in one step. Not under FSDP:
+    processes then make different numbers of generate calls, which FSDP's collectives hang on."""
     refill_rounds: int = 2
     """Dynamic sampling: rounds of replacement draws per step (each rolls out 2x the missing
     groups); groups whose rewards still do not vary after them stay, with no gradient."""
@@ -74,7 +77,9 @@ class RLConfig(Config):
     sibling_weight: float = 0.0
     """Sibling-GRPO (V-STAR, arXiv 2602.10699): add this weight x the sibling loss to the GRPO loss
     (0 = off; 1 = V-STAR's). Each SID token gets the advantage of its node among the siblings that
-    the group's rollouts reach after the same prefix, so credit lands where rollouts part ways."""
+    the group's rollouts reach after the same prefix, so credit lands where rollouts part ways. The
+    std is the population std over the siblings (as V-STAR defines it), so two siblings always get
+    about +1 and -1, however small or large their reward difference."""
     learning_rate: float = 1e-5
     """Peak learning rate."""
     num_epochs: float = 1
@@ -94,15 +99,20 @@ class RLConfig(Config):
     output_dir: str = "out/rl"
     """Where the trained adapter/weights, run.json and metrics.json go."""
     eval_steps: int = 50
-    """Every N steps, HR@10/NDCG@10 on --eval_rows valid rows (0 = only at the end)."""
-    eval_rows: int = 1000
-    """Valid rows (evenly spaced, the same every run) for the in-training ranking evaluation (0 = skip it)."""
+    """Every N steps, HR@10/NDCG@10 on --eval_rows valid rows (0 = only at the start and the end)."""
+    eval_rows: int = 0
+    """Valid rows (evenly spaced, the same every run) for the in-training ranking evaluation; 0 = all
+    of them. The evaluation always runs (at least at the start and the end)."""
     keep_best: bool = True
     """Save the policy with the best valid HR@10 + NDCG@10 seen at the ranking evaluations, not the
-    last; a policy replaces the start only when its gain over it exceeds --keep_margin standard errors."""
+    last; a policy replaces the start only when its gain over it passes the --keep_margin test.
+    False ships the last policy, unchecked against the start."""
     keep_margin: float = 2.0
-    """Keep-best: standard errors of the row-by-row (paired) valid gain over the start that a later
-    policy must exceed to be kept; 0 keeps any policy that scores higher."""
+    """Keep-best: the one-sided z a single evaluation's row-by-row (paired) valid gain over the start
+    must exceed, in standard errors. With k planned evaluations (ceil(steps / --eval_steps); 1 with
+    --eval_steps 0) the threshold is Bonferroni's z_k = Phi^-1(1 - (1 - Phi(keep_margin)) / k)
+    (2 -> 2.43 for k = 3, 2.84 for k = 10), so a policy no better than the start passes by luck at
+    most as often as with one evaluation; the run logs the z_k it uses. 0 keeps any higher score."""
     save_steps: int = 100
     """Checkpoint every N steps (for --resume_from_checkpoint)."""
     resume_from_checkpoint: str = ""
@@ -146,6 +156,9 @@ class RLConfig(Config):
             raise MinirecError("--save_steps, --logging_steps and --num_epochs (or --max_steps) must be positive")
         if self.prompt_order not in PROMPT_ORDERS:
             raise MinirecError(f"--prompt_order {self.prompt_order!r}: choose one of {', '.join(PROMPT_ORDERS)}")
+        if self.dynamic_sampling and fsdp_requested():
+            raise MinirecError("--dynamic_sampling True does not run under FSDP (processes make different numbers "
+                               "of generate calls, which hangs its collectives); use DDP or DeepSpeed")
         if self.keep_margin < 0:
             raise MinirecError(f"--keep_margin must be >= 0, got {self.keep_margin}")
         if self.dynamic_sampling and self.add_target:
@@ -179,3 +192,9 @@ class RLConfig(Config):
         check_output_dir(self.output_dir)
         if self.data_dir:
             check_dataset_dir(self.data_dir)
+
+
+def fsdp_requested(fsdp=None) -> bool:
+    """Whether the run is under FSDP: accelerate launch's FSDP config, or ``fsdp`` of the training args."""
+    env = os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() in ("1", "true", "yes")
+    return env or bool(fsdp)

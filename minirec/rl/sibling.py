@@ -16,7 +16,8 @@ tree instead:
 
 The std is the population std over the sibling *nodes* (each distinct child counts once, whatever
 the number of rollouts through it), as in V-STAR's official code (``np.std``, ddof 0): two
-siblings with different node rewards get advantages of about +1 and -1.
+siblings with different node rewards always get advantages of about +1 and -1, whatever the size
+of their reward difference (a 0.01 gap counts as much as a hit against a miss), as V-STAR defines it.
 
 Where this differs from the official code, and why:
 

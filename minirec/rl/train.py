@@ -8,6 +8,7 @@ beam search per prompt yields its G distinct catalogue SIDs in beam order.
 """
 
 import logging
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +27,7 @@ from minirec.plots import plot_rl
 from minirec.modeling.adapters import resolve_target_modules, trainable_line, upcast_trainable
 from minirec.modeling.loading import fit_embeddings, keep_4bit_trainable, load_base, save_trained, use_bf16
 from minirec.prompts import next_sid_prompt
-from minirec.rl.config import RLConfig
+from minirec.rl.config import RLConfig, fsdp_requested
 from minirec.rl.rewards import build_rewards
 from minirec.run_info import RunInfo, relative_to_run
 
@@ -101,6 +102,23 @@ def select_prompt_rows(rows, max_prompts: int, order: str, seed: int) -> list:
     return [rows[i] for i in sorted(picked.tolist())]
 
 
+def evenly_spaced(rows, k: int) -> list:
+    """``k`` rows spread over the whole of ``rows`` (indices round(i * n / k)), the same every run;
+    all of them when ``k`` is 0 or not below their count."""
+    n = len(rows)
+    if not k or k >= n:
+        return list(rows)
+    return [rows[round(i * n / k)] for i in range(k)]
+
+
+def planned_evaluations(config: RLConfig, prompts: int) -> int:
+    """How many evaluations after the start the run plans (keep-best's Bonferroni k): one per
+    --eval_steps of the planned steps, the last at the end."""
+    steps = config.max_steps if config.max_steps > 0 else math.ceil(
+        config.num_epochs * max(prompts // config.prompts_per_step, 1))
+    return max(math.ceil(steps / config.eval_steps), 1) if config.eval_steps else 1
+
+
 def weighted_reward(funcs, weights):
     """The reward TRL will give each completion (its weighted sum), for dynamic sampling's filter."""
 
@@ -166,29 +184,36 @@ def train(config: RLConfig) -> dict:
         report_to=[] if config.report_to in ("", "none") else [config.report_to], remove_unused_columns=False,
         temperature=config.temperature, disable_dropout=True,
     )
+    if config.dynamic_sampling and fsdp_requested(args.fsdp):
+        raise MinirecError("--dynamic_sampling True does not run under FSDP (processes make different numbers of "
+                           "generate calls, which hangs its collectives); use DDP or DeepSpeed")
     trie = build_trie(model, tokenizer, catalogue).to(process_device())  # where the Trainer puts the policy
     pool = (train_ds["prompt"], train_ds["target_sid"]) if config.dynamic_sampling else None
     rollout = SIDRollout(tokenizer, trie, config.num_generations, config.beam_search, config.temperature,
                          config.add_target, refill_pool=pool, refill_rounds=config.refill_rounds,
                          group_rewards=weighted_reward(funcs, weights), seed=config.seed + rank())
-    ranking = None
-    if config.eval_rows:
-        valid = data.split("valid")
-        rows = valid[:: max(1, len(valid) // config.eval_rows)][: config.eval_rows]  # evenly spaced, fixed
+    eval_rows = evenly_spaced(data.split("valid"), config.eval_rows)
 
-        def rank_fn(policy, histories):
-            return rank_sids(policy, tokenizer, catalogue, histories, run.template, run.max_history,
-                             num_beams=max(10, config.num_generations), batch_size=16, trie=trie, progress=False)
+    def rank_fn(policy, histories):
+        return rank_sids(policy, tokenizer, catalogue, histories, run.template, run.max_history,
+                         num_beams=max(10, config.num_generations), batch_size=16, trie=trie, progress=False)
 
-        ranking = RankingEval(rank_fn, rows, catalogue, config.eval_steps, config.keep_best, rollout, out,
-                              config.keep_margin)
+    evaluations = planned_evaluations(config, len(train_ds))
+    ranking = RankingEval(rank_fn, eval_rows, catalogue, config.eval_steps, config.keep_best, rollout, out,
+                          config.keep_margin, evaluations)
+    if is_main_process():
+        if config.keep_best:
+            print(f"keep-best: a policy replaces the start when its valid gain exceeds {ranking.threshold:.2f} "
+                  f"standard errors (--keep_margin {config.keep_margin:g}, Bonferroni over {evaluations} planned "
+                  f"evaluations on {len(eval_rows)} valid rows)", flush=True)
+        else:
+            log.warning("--keep_best False: the saved policy is the last one, not checked against the start")
     trainer = SIDGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[ranking] if ranking else [], rollout_func=rollout,
+        peft_config=peft_config, callbacks=[ranking], rollout_func=rollout,
         sibling_weight=config.sibling_weight,
     )
-    if ranking:
-        ranking.trainer = trainer
+    ranking.trainer = trainer
     # After TRL built its reference (bf16, like the policy) and cast QLoRA adapters to bf16.
     upcast_trainable(trainer.model, under_deepspeed=bool(config_path(config.deepspeed)))
     peft_model = hasattr(trainer.model, "peft_config")
@@ -206,20 +231,20 @@ def train(config: RLConfig) -> dict:
         resume = get_last_checkpoint(str(out))
         if resume is None:
             raise MinirecError(f"--resume_from_checkpoint last: no checkpoint-* dir in {out}")
-    if resume and ranking:
+    if resume:
         ranking.load_state(resume)
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():
         return {}
-    best_step = ranking.restore_best() if ranking else None
+    best_step = ranking.restore_best()
     if peft_model and "ref" in trainer.model.peft_config:
         trainer.model.delete_adapter("ref")  # the frozen reference copy is not part of the result
     save_trained(trainer.model, tokenizer, out)
     steps = trainer.state.global_step
     metrics = {"train_seconds": round(seconds, 2), "steps": steps,
                "seconds_per_step": round(seconds / max(steps, 1), 2), "kept_step": best_step,
-               "valid_by_step": ranking.history if ranking else [], "log_history": trainer.state.log_history}
+               "valid_by_step": ranking.history, "log_history": trainer.state.log_history}
     write_json(out / "metrics.json", metrics)
     plot_rl(trainer.state.log_history, out / "training.png")
     base_path = run.resolve_base(config.model_path) if run.is_adapter else Path(config.model_path)

@@ -95,6 +95,7 @@ def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
     from minirec.decoding import rank_sids
     from minirec.metrics import rank_of
 
+    # A floored stride (misses the split's tail, unlike RL's rows), kept for comparability with recorded runs.
     rows = valid_rows[:: max(1, len(valid_rows) // config.select_rows)][: config.select_rows]
 
     def ranks(model):
