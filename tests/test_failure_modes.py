@@ -170,7 +170,7 @@ def test_qlora_sft_rl_evaluate_merge(qlora_sft, tmp_path, monkeypatch):
     monkeypatch.setattr(rl_module, "_load_policy", spy)
     rl_out = tmp_path / "rl"
     metrics = rl_train(RLConfig(model_path=str(qlora_sft), use_qlora=True, output_dir=str(rl_out), keep_best=False,
-                                add_target=True, **{**RL, "eval_rows": 0}))
+                                add_target=True, **{**RL, "eval_rows": 2}))
     assert metrics["steps"] == 1
     finite_losses(metrics["log_history"])
     assert policies and policies[0][0] > 0 and policies[0][1] == "qlora", policies
@@ -306,7 +306,7 @@ def test_rl_variant_step_moves_the_adapter(name, lora_sft, item_embeddings, tmp_
         flags["item_embeddings"] = str(item_embeddings)
     out = tmp_path / name
     metrics = rl_train(RLConfig(model_path=str(lora_sft), use_lora=True, output_dir=str(out), keep_best=False,
-                                add_target=True, **{**RL, "eval_rows": 0}, **flags))
+                                add_target=True, **{**RL, "eval_rows": 2}, **flags))
     assert metrics["steps"] == 1
     finite_losses(metrics["log_history"])
     assert moved(adapter(lora_sft), adapter(out)), f"{name}: the adapter did not move"

@@ -92,3 +92,18 @@ def test_logged_fractions_pool_every_process_and_skip_the_evaluation_line(tiny_m
     assert logs["frac_zero_std_before_refill"] == 0.5 and logs["frac_groups_refilled"] == 0.375
     assert logs["frac_zero_std_after_refill"] == 0.125 and state.log_history[-1] == {k: logs[k] for k in logs
                                                                                     if k.startswith("frac")}
+
+
+def test_dynamic_sampling_is_refused_under_fsdp(monkeypatch):
+    """Processes make different numbers of generate calls with dynamic sampling: FSDP would hang."""
+    from minirec.errors import MinirecError
+    from minirec.rl import RLConfig
+    from minirec.rl.config import fsdp_requested
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    RLConfig(model_path="x", dynamic_sampling=True).validate()
+    assert fsdp_requested(["full_shard"]) and not fsdp_requested([])
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(MinirecError, match="FSDP"):
+        RLConfig(model_path="x", dynamic_sampling=True).validate()
+    RLConfig(model_path="x", dynamic_sampling=False).validate()

@@ -25,7 +25,7 @@ from tests.conftest import INDUSTRIAL, ROOT
 
 pytestmark = pytest.mark.slow
 
-RL = dict(max_prompts=16, num_generations=4, prompts_per_step=4, max_steps=2, eval_rows=0, keep_best=False,
+RL = dict(max_prompts=16, num_generations=4, prompts_per_step=4, max_steps=2, eval_rows=2, keep_best=False,
           add_target=True, learning_rate=1e-3, report_to="none", save_steps=2, logging_steps=1)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "DS_BUILD_OPS": "0", "DS_ACCELERATOR": "cpu"}
 

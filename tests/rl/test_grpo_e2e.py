@@ -142,7 +142,7 @@ def test_kl_reference_is_the_sft_policy_on_every_path(sft_runs, tmp_path, path):
     model_path = sft_runs / ("lora" if path == "continue_lora" else "full")
     flags = {"use_lora": True} if path != "full" else {}
     metrics = train(RLConfig(model_path=str(model_path), output_dir=str(tmp_path / path), beta=0.1,
-                             **{**RL, "eval_rows": 0}, **flags))
+                             **{**RL, "eval_rows": 2}, **flags))
     kls = [h["kl"] for h in metrics["log_history"] if "kl" in h]
     assert kls and abs(kls[0]) < 1e-5, kls
     if path == "continue_lora":
@@ -257,7 +257,7 @@ def test_rewards_score_the_replacement_target_through_trl(sft_runs, tmp_path, mo
     keep = data.catalogue.sid(train_module.select_prompt_rows(data.split("train"), 16, "random", 42)[-1].target)
     monkeypatch.setattr(rollout_module.SIDRollout, "informative", lambda self, seqs, target: target == keep)
     train(RLConfig(model_path=str(sft_runs / "full"), output_dir=str(tmp_path / "ds"), dynamic_sampling=True,
-                   reward_type="rule", **{**RL, "max_steps": 2, "eval_rows": 0}))
+                   reward_type="rule", **{**RL, "max_steps": 2, "eval_rows": 2}))
     assert produced and len(seen) == len(produced)
     for (_, rolled_targets), scored in zip(produced, seen):
         assert scored == rolled_targets
@@ -279,7 +279,7 @@ def test_kl_grows_from_zero_and_the_reference_stays_frozen(sft_runs, tmp_path, m
 
     monkeypatch.setattr(trainer_module, "SIDGRPOTrainer", keep)
     metrics = train(RLConfig(model_path=str(sft_runs / "full"), output_dir=str(tmp_path / "kl"), beta=0.1,
-                             add_target=True, **{**RL, "max_steps": 3, "eval_rows": 0, "learning_rate": 1e-2}))
+                             add_target=True, **{**RL, "max_steps": 3, "eval_rows": 2, "learning_rate": 1e-2}))
     kls = [h["kl"] for h in metrics["log_history"] if "kl" in h]
     assert abs(kls[0]) < 1e-5 and max(kls[1:]) > 1e-4, kls
     sft = load_file(str(sft_runs / "full" / "model.safetensors"))

@@ -114,7 +114,7 @@ def test_sibling_term_is_added_to_a_trl_step(tmp_path):
     sft_train(SFTConfig(output_dir=str(sft), use_lora=True, **SFT))
     # Two micro-batches of one group each (gradient accumulation), after TRL's shuffle of the rows.
     flags = dict(model_path=str(sft), use_lora=True, keep_best=False, add_target=True,
-                 **{**RL, "eval_rows": 0, "micro_batch_size": 4})
+                 **{**RL, "eval_rows": 2, "micro_batch_size": 4})
     plain = train(RLConfig(output_dir=str(tmp_path / "plain"), **flags))
     sibling = train(RLConfig(output_dir=str(tmp_path / "sibling"), sibling_weight=1.0, **flags))
     before, after = load_file(str(sft / "adapter_model.safetensors")), load_file(
