@@ -3,7 +3,8 @@
 # SFT (the tiny default, full fine-tuning, scripts/sft_full.sh) -> GRPO on top (scripts/rl_full.sh)
 # -> test evaluation of both -> baselines (most-popular, recent-then-popular, SASRec) -> one table,
 # printed and written to $OUT_DIR/report.md with PNG plots.
-#   bash scripts/pipeline.sh            # full: 1,597 s (27 min) measured on 2 idle CPU cores
+#   bash scripts/pipeline.sh            # full: 1,597 s (27 min) measured on 2 idle CPU cores (RL then
+#                                         evaluated 1,000 valid rows; now all 4,532: a few minutes more)
 #   bash scripts/pipeline.sh QUICK=1    # a first look: every stage on a reduced budget (see below)
 # QUICK=1 compares like with like: both learned rankers, minirec SFT and SASRec, get the same budget,
 # one pass over the train split (SFT 1 epoch, SASRec 1 epoch); GRPO 24 steps; every system scored on

@@ -34,7 +34,7 @@ for stage in ${STAGES:-sft sft_eval rl rl_eval}; do
       bash scripts/evaluate.sh MODEL="$OUT/sft" SPLIT=test BEAMS=50 ${EVAL_EXTRA[@]+"${EVAL_EXTRA[@]}"} ;;
     rl)  # 64 prompts x 16 rollouts per step = 128 completions per GPU, in micro batches of 32
       bash scripts/rl_lora.sh MODEL="$OUT/sft" OUT="$OUT/rl" NUM_GENERATIONS=16 PROMPTS_PER_STEP=64 \
-        EPOCHS=2 LR=1e-5 BETA=1e-3 MAX_PROMPTS=0 --micro_batch_size 32 ${RL_EXTRA[@]+"${RL_EXTRA[@]}"} ;;
+        EPOCHS=2 MAX_STEPS=-1 LR=1e-5 BETA=1e-3 MAX_PROMPTS=0 --micro_batch_size 32 ${RL_EXTRA[@]+"${RL_EXTRA[@]}"} ;;
     rl_eval)
       bash scripts/evaluate.sh MODEL="$OUT/rl" SPLIT=test BEAMS=50 ${EVAL_EXTRA[@]+"${EVAL_EXTRA[@]}"} ;;
     *) echo "error: STAGES: unknown stage $stage (choose from sft sft_eval rl rl_eval)" >&2; exit 2 ;;
