@@ -11,9 +11,10 @@ gets the G best catalogue SIDs of one constrained beam search (or G constrained 
   reward type and rollout mode (a sampled group whose G samples are all the target is as empty
   as one that misses it; a prefix-reward group that misses can still carry signal). Within a
   step, replacements are drawn without replacement, per process: each draws from its own
-  generator (seed + rank), so two processes may draw the same replacement prompt. TRL samples the batch before any rollout
-  and has no hook to swap prompts, so the rollout does it and hands TRL the new prompt ids and
-  targets (``target_sid`` in its output overrides the dataset column in the reward inputs).
+  generator (seed + rank), so two processes may draw the same replacement prompt. TRL samples
+  the batch before any rollout and has no hook to swap prompts, so the rollout does it and hands
+  TRL the new prompt ids and targets (``target_sid`` in its output overrides the dataset column
+  in the reward inputs).
 
 Counters since the last log (:meth:`SIDRollout.pop_stats`): the zero-variance fraction before
 and after the selection, and the fraction of groups replaced. TRL's own ``frac_reward_zero_std``
