@@ -278,8 +278,10 @@ def test_kl_grows_from_zero_and_the_reference_stays_frozen(sft_runs, tmp_path, m
     import minirec.rl.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "SIDGRPOTrainer", keep)
+    # keep_best False: keep-best would put back the SFT weights that no step beat, hiding the moved policy
     metrics = train(RLConfig(model_path=str(sft_runs / "full"), output_dir=str(tmp_path / "kl"), beta=0.1,
-                             add_target=True, **{**RL, "max_steps": 3, "eval_rows": 2, "learning_rate": 1e-2}))
+                             keep_best=False, add_target=True,
+                             **{**RL, "max_steps": 3, "eval_rows": 2, "learning_rate": 1e-2}))
     kls = [h["kl"] for h in metrics["log_history"] if "kl" in h]
     assert abs(kls[0]) < 1e-5 and max(kls[1:]) > 1e-4, kls
     sft = load_file(str(sft_runs / "full" / "model.safetensors"))
