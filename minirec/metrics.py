@@ -7,7 +7,7 @@ string equals the target's SID (any item of a collision group counts), or ``None
 * NDCG@K = mean[[rank < K] / log2(rank + 2)]
 * MRR    = mean[1 / (rank + 1)], 0 when the target is absent; MRR@K only counts rank < K.
 
-Also here: HR@K split by repeat rows (the target is already in the history) and the printed
+Also here: HR@K and NDCG@K split by repeat rows (the target is already in the history) and the printed
 table, so every evaluation (the LLM's and the baselines') reports the same way.
 """
 
@@ -37,21 +37,25 @@ def ranking_metrics(ranks, ks=DEFAULT_KS) -> dict:
     return out
 
 
-def split_metrics_by_repeat(ranks, rows, k=10) -> dict:
-    """HR@k separately on *repeat rows* (target item id already in the row's history) and on
-    the others. ``rows`` align with ``ranks`` and have ``.history`` and ``.target``. A
-    repeat-purchase heuristic scores high on the first group only, so the split shows where a
-    model's hits come from. A group with no rows reports None."""
+def split_metrics_by_repeat(ranks, rows, k=10, max_history=0) -> dict:
+    """HR@k and NDCG@k separately on *repeat rows* (the target item id is already in the row's
+    history: its last ``max_history`` items when > 0, what the prompt shows) and on the other,
+    *new* rows, with both counts. ``rows`` align with ``ranks`` and have ``.history`` and
+    ``.target``. A repeat-purchase heuristic scores high on the first group only, so the split
+    shows where a model's hits come from. A group with no rows reports None."""
     if len(ranks) != len(rows):
         raise ValueError(f"{len(ranks)} ranks for {len(rows)} rows")
     groups = {True: [], False: []}
     for r, row in zip(ranks, rows):
-        groups[row.target in row.history].append(r is not None and r < k)
+        shown = row.history[-max_history:] if max_history else row.history
+        groups[row.target in shown].append(r)
 
-    def rate(hits):
-        return sum(hits) / len(hits) if hits else None
+    def rate(group, metric):
+        return ranking_metrics(group, (k,))[f"{metric}@{k}"] if group else None
 
-    return {"repeat_rows": len(groups[True]), f"HR@{k}_repeat": rate(groups[True]), f"HR@{k}_new": rate(groups[False])}
+    return {"repeat_rows": len(groups[True]), "new_rows": len(groups[False]),
+            f"HR@{k}_repeat": rate(groups[True], "HR"), f"NDCG@{k}_repeat": rate(groups[True], "NDCG"),
+            f"HR@{k}_new": rate(groups[False], "HR"), f"NDCG@{k}_new": rate(groups[False], "NDCG")}
 
 
 def format_table(metrics, ks) -> str:

@@ -26,13 +26,17 @@ def test_no_rows_is_an_error():
         ranking_metrics([])
 
 
-def test_hr_split_by_repeat_rows():
+def test_hr_and_ndcg_split_by_repeat_rows():
     from minirec.data import Interaction
 
     rows = [Interaction("u", ("a", "b"), "b"), Interaction("u", ("a",), "c"), Interaction("v", ("c",), "d"),
             Interaction("v", ("d", "e"), "d")]
     m = split_metrics_by_repeat([3, 0, None, 12], rows)
-    assert m == {"repeat_rows": 2, "HR@10_repeat": 0.5, "HR@10_new": 0.5}
+    assert m == {"repeat_rows": 2, "new_rows": 2, "HR@10_repeat": 0.5,
+                 "NDCG@10_repeat": pytest.approx(0.5 / math.log2(5)),
+                 "HR@10_new": 0.5, "NDCG@10_new": 0.5}
+    # only the shown history counts: with max_history 1, the first row's "b" is shown, the last row's "d" is not
+    assert split_metrics_by_repeat([3, 0, None, 12], rows, max_history=1)["repeat_rows"] == 1
     assert split_metrics_by_repeat([0], rows[1:2])["HR@10_repeat"] is None
     with pytest.raises(ValueError):
         split_metrics_by_repeat([0], rows)
