@@ -5,7 +5,8 @@
 Writes ``predictions.jsonl``, ``metrics.json`` and ``metrics.png`` (atomically) into
 ``--output_dir`` (default ``<model_path>/eval_<split>``) and prints a table. Under
 ``torchrun --nproc_per_node N`` the rows are sharded across processes and the merged metrics
-equal a single-process run's (each row is decoded independently).
+equal a single-process run's (each row is decoded independently). ``--repeat_bonus`` adds each
+row's history items to its list with their exact scores plus a bonus (:mod:`minirec.repeats`).
 """
 
 import time
@@ -20,6 +21,7 @@ from minirec.data.readers import SPLITS
 from minirec.errors import MinirecError
 from minirec.io import write_json, write_jsonl
 from minirec.metrics import DEFAULT_KS, format_table, rank_of, ranking_metrics, split_metrics_by_repeat
+from minirec.repeats import add_history_items, check_repeat_options
 from minirec.run_info import RUN_FILE, RunInfo
 
 
@@ -41,6 +43,12 @@ class EvalConfig(Config):
     """Dataset dir; default: the one recorded in the run. Its index.json must be the run's."""
     output_dir: str = ""
     """Where predictions.jsonl, metrics.json and metrics.png go; default: <model_path>/eval_<split>."""
+    repeat_bonus: float = 0.0
+    """Add the row's shown history items to each ranked list with their exact model score plus this
+    bonus (times --repeat_decay per step back in the history); 0 = off. Choose it on valid with
+    bench/repeat_bonus.py."""
+    repeat_decay: float = 1.0
+    """In (0, 1]: the bonus of a history item k steps back from the most recent is bonus * decay**k."""
     merge_weights: bool = False
     """Merge an adapter into its base before decoding (faster; the same ranking up to rounding)."""
     trust_remote_code: bool = False
@@ -51,6 +59,7 @@ class EvalConfig(Config):
             raise MinirecError(f"--split {self.split!r}: choose one of {', '.join(SPLITS)}")
         if self.num_beams <= 0 or self.batch_size <= 0 or self.max_rows < 0:
             raise MinirecError("--num_beams and --batch_size must be positive, --max_rows >= 0")
+        check_repeat_options(self.repeat_bonus, self.repeat_decay)
         self.cutoffs()
 
     def output(self):
@@ -104,8 +113,11 @@ def main(config: EvalConfig) -> dict:
 
     started = time.perf_counter()
     with state.split_between_processes(rows) as mine:  # contiguous shares, in rank order
-        ranked = rank_sids(model, tokenizer, catalogue, [r.history for r in mine], run.template, run.max_history,
+        histories = [r.history for r in mine]
+        ranked = rank_sids(model, tokenizer, catalogue, histories, run.template, run.max_history,
                            num_beams, config.batch_size, progress=state.is_main_process)
+        ranked = add_history_items(model, tokenizer, catalogue, histories, ranked, run.template, run.max_history,
+                                   config.batch_size, config.repeat_bonus, config.repeat_decay)  # 0: unchanged
     ranked = gather_object(ranked)  # every share, in rank order: the rows' order
     if not state.is_main_process:
         return {}
@@ -122,10 +134,11 @@ def main(config: EvalConfig) -> dict:
     invalid = sum(s not in catalogue.items_by_sid for r in records for s in r["predictions"])
     metrics = {
         **ranking_metrics(ranks, ks),
-        **split_metrics_by_repeat(ranks, rows),
+        **split_metrics_by_repeat(ranks, rows, max_history=run.max_history),  # repeat: target in the prompt
         "invalid_predictions": invalid,
         "coverage@10": len(top10) / len(catalogue.items_by_sid),
         "rows": len(rows), "split": split, "num_beams": num_beams, "model_path": str(model_path),
+        "repeat_bonus": config.repeat_bonus, "repeat_decay": config.repeat_decay,
         "wall_seconds": round(seconds, 2), "seconds_per_1000_rows": round(1000 * seconds / len(rows), 2),
         "processes": state.num_processes,
     }

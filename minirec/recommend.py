@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from minirec.config import Config
 from minirec.errors import MinirecError
+from minirec.repeats import add_history_items, check_repeat_options
 from minirec.run_info import RunInfo
 
 
@@ -63,6 +64,12 @@ class RecommendConfig(Config):
     """How many recommendations to print."""
     num_beams: int = 0
     """Beam width of the constrained search (0 = --top_k); wider beams can change the top of the list."""
+    repeat_bonus: float = 0.0
+    """Add the history's items (its last max_history, as the prompt shows them) to the list with their
+    exact model score plus this bonus (times --repeat_decay per step back); 0 = off. Choose it on
+    valid with bench/repeat_bonus.py."""
+    repeat_decay: float = 1.0
+    """In (0, 1]: the bonus of a history item k steps back from the most recent is bonus * decay**k."""
     sep: str = ","
     """Separator of --history entries; use "|" when titles contain commas."""
     merge_weights: bool = False
@@ -82,6 +89,7 @@ class RecommendConfig(Config):
                                "raise it or leave it at 0")
         if not self.sep:
             raise MinirecError("--sep is empty; use , or |")
+        check_repeat_options(self.repeat_bonus, self.repeat_decay)
         if self.interactive and self.history:
             raise MinirecError("--history and --interactive True exclude each other; give one")
         if not self.interactive and not self.history.strip():
@@ -109,9 +117,11 @@ def main(config: RecommendConfig) -> None:
     trie = build_trie(model, tokenizer, catalogue)
 
     def answer(hist):
-        items = resolve_history(hist, catalogue, sep)
-        recs = rank_sids(model, tokenizer, catalogue, [tuple(items)], run.template, run.max_history,
-                         num_beams=config.num_beams or top_k, batch_size=1, trie=trie, progress=False)[0]
+        items = [tuple(resolve_history(hist, catalogue, sep))]
+        recs = rank_sids(model, tokenizer, catalogue, items, run.template, run.max_history,
+                         num_beams=config.num_beams or top_k, batch_size=1, trie=trie, progress=False)
+        recs = add_history_items(model, tokenizer, catalogue, items, recs, run.template, run.max_history, 1,
+                                 config.repeat_bonus, config.repeat_decay)[0]  # bonus 0: unchanged
         return format_recommendations(recs[:top_k], catalogue)
 
     if not config.interactive:
