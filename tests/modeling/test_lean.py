@@ -1,4 +1,4 @@
-"""The lean LoRA-dropout and trainable-SID-row forwards train exactly as PEFT's own."""
+"""The lean LoRA and trainable-SID-row forwards train exactly as PEFT's own, and keep less."""
 
 import copy
 
@@ -11,8 +11,8 @@ from minirec.modeling.lean import LeanLoraLinear, LeanTrainableTokensLayer
 from minirec.modeling.loading import add_sid_tokens, load_base
 
 
-def test_dropout_linear_is_dropout_then_linear_bit_for_bit():
-    from minirec.modeling.lean import _DropoutLinear
+def test_lora_a_is_dropout_then_linear_bit_for_bit():
+    from minirec.modeling.lean import _LoraA
 
     gen = torch.Generator().manual_seed(0)
     x0, w0 = torch.randn(3, 7, 16, generator=gen), torch.randn(4, 16, generator=gen)
@@ -21,7 +21,7 @@ def test_dropout_linear_is_dropout_then_linear_bit_for_bit():
     for lean in (False, True):
         x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
         torch.manual_seed(3)
-        out = _DropoutLinear.apply(x, w, 0.3) if lean else F.linear(F.dropout(x, 0.3), w)
+        out = _LoraA.apply(x, w, 0.3) if lean else F.linear(F.dropout(x, 0.3), w)
         torch.rand(5)  # the global generator moves on before backward
         out.backward(grad)
         results.append((out, x.grad, w.grad, torch.rand(3)))
@@ -97,9 +97,9 @@ def _assert_same_training(peft_model, lean_model, ids, rtol=1e-5, atol=1e-6):
             torch.testing.assert_close(gb[name], ga[name], rtol=rtol, atol=atol, msg=name)
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_lean_lora_trains_as_peft(tiny_base, catalogue, tied):
-    (peft_model, lean_model), ids = _pair(tiny_base, catalogue, "lora", tied=tied, lora_dropout=0.1)
+@pytest.mark.parametrize("tied,dropout", [(True, 0.1), (False, 0.1), (True, 0.0)])
+def test_lean_lora_trains_as_peft(tiny_base, catalogue, tied, dropout):
+    (peft_model, lean_model), ids = _pair(tiny_base, catalogue, "lora", tied=tied, lora_dropout=dropout)
     assert sum(isinstance(m, LeanLoraLinear) for m in lean_model.modules()) == 2 * 7  # every adapted Linear
     assert sum(isinstance(m, LeanTrainableTokensLayer) for m in lean_model.modules()) == 2  # embedding + LM head
     assert not any(isinstance(m, (LeanLoraLinear, LeanTrainableTokensLayer)) for m in peft_model.modules())
@@ -111,8 +111,9 @@ def test_lean_freeze_trains_as_peft(tiny_base, catalogue):
     _assert_same_training(peft_model, lean_model, ids)
 
 
-def test_lean_qlora_trains_as_peft(tiny_base, catalogue):
-    (peft_model, lean_model), ids = _pair(tiny_base, catalogue, "qlora", quantization="4bit", lora_dropout=0.1)
+@pytest.mark.parametrize("dropout", [0.1, 0.0])
+def test_lean_qlora_trains_as_peft(tiny_base, catalogue, dropout):
+    (peft_model, lean_model), ids = _pair(tiny_base, catalogue, "qlora", quantization="4bit", lora_dropout=dropout)
     from minirec.modeling.lean import LeanLoraLinear4bit
 
     assert sum(isinstance(m, LeanLoraLinear4bit) for m in lean_model.modules()) == 2 * 7
@@ -126,8 +127,10 @@ def test_lean_lora_with_gradient_checkpointing_trains_as_peft(tiny_base, catalog
     _assert_same_training(peft_model, lean_model, ids)
 
 
-def _kept_for_backward(model, x, labels) -> tuple[dict, set]:
-    """Bytes per dtype, and sizes, of the tensors autograd keeps from one forward (not parameters)."""
+def _kept_for_backward(model, x, labels, keeps_tensors=False) -> tuple[dict, set]:
+    """Bytes per dtype, and sizes, of the tensors autograd keeps from one forward (not parameters),
+    read with a saved-tensor hook; ``keeps_tensors`` marks it as one that returns the tensor itself,
+    with which the lean layers may read a saved tensor twice."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     kept = {}
 
@@ -137,6 +140,7 @@ def _kept_for_backward(model, x, labels) -> tuple[dict, set]:
             kept[ptr] = (t.dtype, t.untyped_storage().nbytes(), tuple(t.shape))
         return t
 
+    pack.keeps_tensors = keeps_tensors
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(input_ids=x, labels=labels)
@@ -161,6 +165,13 @@ def test_lean_layers_keep_less_for_backward(tiny_base, catalogue):
     assert matrix in peft_sizes and matrix not in lean_sizes
     assert lean_kept == plain_kept
     assert peft_kept[torch.float32] > lean_kept[torch.float32] + 2 * 3 * 2 * x.numel() * 64 * 4
+    # Without hooks that allow reading a saved tensor once only, the down projection's input (the
+    # MLP's act(gate) * up, whose factors autograd keeps) is not kept a second time.
+    config = lean_model.get_base_model().config
+    down_inputs = config.num_hidden_layers * x.numel() * config.intermediate_size * 4
+    for model in (lean_model, lean_no_dropout):
+        kept, _ = _kept_for_backward(model, x, labels, keeps_tensors=True)
+        assert kept[torch.float32] == lean_kept[torch.float32] - down_inputs
 
 
 def test_lean_adapter_saves_as_peft_and_loads_with_plain_peft(tiny_base, catalogue, tmp_path):
