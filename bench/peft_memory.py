@@ -1,6 +1,7 @@
 """Peak memory and step time of full fine-tuning vs LoRA vs QLoRA vs freeze, one pretrained model.
 
     OMP_NUM_THREADS=2 python bench/peft_memory.py --steps 10 --warmup 2 --batch_size 8 --seq_len 128
+    OMP_NUM_THREADS=1 python bench/peft_memory.py --modes before_after --breakdown True
 
 Every mode trains the same base (default ``--base_model smollm2-135m``, SmolLM2-135M from
 requirements-models.txt) on the same batches: real next-SID rows of ``--data_dir`` (prompt
@@ -25,6 +26,15 @@ setup is read after handing freed heap pages back to the OS, so it is what the m
 also gives ``torch.cuda.max_memory_allocated`` over the steps. Writes
 ``bench/results/peft_memory.json`` and prints a markdown table.
 
+``--modes`` takes runs, not only modes: ``lora+peft`` is LoRA with PEFT's own layer forwards
+(minirec's lean ones, ``minirec/modeling/lean.py``, switched off: the "before"), ``lora+d0`` LoRA
+with ``--lora_dropout 0``, ``lora+mmap`` LoRA under glibc with a fixed 1 MiB mmap threshold
+(``MALLOC_MMAP_THRESHOLD_``), combinable (``qlora+peft+d0``); ``--modes before_after`` runs
+full, freeze, LoRA, QLoRA before and after, LoRA without dropout, and the ``+mmap`` runs.
+``--breakdown True`` adds what each peak is made of (``bench/memory_breakdown.py``: what autograd
+keeps for backward, by source line; at the peak, file-backed pages, memory in use through malloc,
+and the rest, mostly freed memory glibc keeps) and a second table.
+
 What a CPU does differently from a GPU here, and so what not to expect from the CPU numbers:
 
 * There is no separate device memory: weights, activations, gradients and the optimizer
@@ -39,15 +49,18 @@ What a CPU does differently from a GPU here, and so what not to expect from the 
   it level with LoRA at best, slower as the layers grow. Its memory win is only the frozen
   Linear weights (4-bit instead of 32-bit); the embedding / LM head stay fp32 (28.3M of
   SmolLM2's 135M parameters), and activations are the same as LoRA's.
-* The SID rows train as PEFT trainable tokens (every mode but full): each forward builds a
-  full copy of the 49,712 x 576 embedding (Industrial) with the SID rows swapped in (``index_copy``, for
-  the input embedding and again for the tied LM head) and its backward a dense gradient of
-  it, ~115 MB each on SmolLM2, so LoRA and freeze carry a few hundred MB that do not shrink
-  with the rank.
-* Loading 4-bit on CPU reads the fp32 checkpoint and quantizes it in the process; glibc keeps
-  most of those freed heap pages (fragmented, not returnable by ``malloc_trim``), so the QLoRA
-  process holds more RSS after setup than LoRA's, whose fp32 weights are mmapped from the
-  safetensors file. On a GPU the quantized weights are what sits in device memory.
+* The SID rows train as PEFT trainable tokens (every mode but full). With PEFT's forwards
+  (``+peft``) each forward builds a full copy of the 49,712 x 576 embedding (Industrial) with
+  the SID rows swapped in (for the input embedding and again for the tied LM head) and its
+  backward a dense gradient of it, ~115 MB each on SmolLM2; minirec's lean forwards touch only
+  the SID rows.
+* LoRA keeps the frozen fp32 weights, memory-mapped from the safetensors file (file-backed
+  RSS, ~0.4 GB here); QLoRA keeps them in 4-bit, and ``load_base`` copies its unquantized
+  weights out of the map so the map is released.
+* glibc's malloc raises its mmap threshold to the size of the largest block freed (up to 32
+  MiB), so after the first step activation-sized tensors come from its heap, and the freed
+  holes it keeps between live tensors count in RSS: 0.3-1.4 GB at these peaks (``+mmap`` runs
+  show the peaks without most of it, at a cost in page faults).
 * Activations scale with batch x seq_len and, for a 49k-token vocabulary, the fp32 logits
   and their softmax (batch x seq_len x vocab x 4 bytes, twice) are a large share at small
   model sizes: every mode pays them, which also narrows the ratios.
@@ -62,10 +75,12 @@ ratios for a 135M model to sit closer to 1 on both counts.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -75,8 +90,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout, no install needed
+from memory_breakdown import Breakdown  # noqa: E402  (bench/, this script's directory)
 
 MODES = ("full", "lora", "qlora", "freeze")
+# Before (+peft: PEFT's own forwards) and after (minirec's lean ones), and LoRA without dropout.
+BEFORE_AFTER = ("full,freeze+peft,freeze,lora+peft,lora,lora+peft+d0,lora+d0,qlora+peft,qlora,"
+                "full+mmap,lora+mmap,qlora+mmap")
 RESULT_TAG = "PEFT_MEMORY_RESULT "
 
 
@@ -147,8 +166,8 @@ def worker(a) -> dict:
         model, tokenizer = load_base(base, "4bit" if a.mode == "qlora" else None)
     keep_4bit_trainable(model)
     sid_ids = add_sid_tokens(model, tokenizer, catalogue.sid_tokens())
-    model = wrap_model(model, a.mode, sid_ids, lora_r=a.lora_r, lora_alpha=2 * a.lora_r,
-                       gradient_checkpointing=a.gradient_checkpointing)
+    model = wrap_model(model, a.mode, sid_ids, lora_r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=a.lora_dropout,
+                       gradient_checkpointing=a.gradient_checkpointing, lean=a.lean)
     if a.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -167,24 +186,39 @@ def worker(a) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
+    breakdown = Breakdown(model) if a.breakdown else None
+    if breakdown:
+        breakdown.start()
     times, losses = [], []
+    look_at = max(a.warmup - 1, 0)  # --breakdown reads what autograd keeps in this step (untimed if warmup)
     for step in range(a.warmup + a.steps):
+        if step == a.warmup:
+            cpu_start = resource.getrusage(resource.RUSAGE_SELF)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = model(input_ids=ids[step].to(device), labels=labels[step].to(device))
-        out.loss.backward()
+        # Only the loss outlives the forward, as in the Trainer's compute_loss: the logits are
+        # freed before backward.
+        with breakdown.saved_tensors() if breakdown and step == look_at else contextlib.nullcontext():
+            loss = model(input_ids=ids[step].to(device), labels=labels[step].to(device)).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step >= a.warmup:
             times.append(time.perf_counter() - t0)
-        losses.append(round(out.loss.item(), 4))
+        losses.append(round(loss.item(), 4))
+        del loss
     peak_train = _status_kb("VmHWM")
+    cpu_end = resource.getrusage(resource.RUSAGE_SELF)
     mb = 1 / 1024
     result = {
+        "run": a.run or a.mode,
         "mode": a.mode,
+        "lean": a.lean,
+        "lora_dropout": a.lora_dropout if a.mode in ("lora", "qlora") else None,
+        "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "trainable_params": trainable,
         "total_params": total,
         "trainable_percent": round(100 * trainable / total, 4),
@@ -198,44 +232,96 @@ def worker(a) -> dict:
         "tokens_per_second": round(a.batch_size * a.seq_len / statistics.median(times), 1),
         "losses": losses,
         "torch_threads": torch.get_num_threads(),
+        # CPU seconds per timed step, user and system (page faults, mmap): less sensitive than the
+        # wall time to other jobs on the machine, though not immune (shared caches, memory bandwidth).
+        "cpu_user_seconds_per_step": round((cpu_end.ru_utime - cpu_start.ru_utime) / a.steps, 3),
+        "cpu_system_seconds_per_step": round((cpu_end.ru_stime - cpu_start.ru_stime) / a.steps, 3),
     }
     if device.type == "cuda":
         result["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    if breakdown:
+        result["breakdown"] = breakdown.report()
     return result
 
 
-def _run_worker(mode, a) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--base_model", a.base_model,
-           "--data_dir", a.data_dir, "--steps", str(a.steps), "--warmup", str(a.warmup),
+def parse_run(spec: str, a) -> tuple[str, bool, float, dict]:
+    """``mode[+peft][+d0][+mmap]`` -> (mode, lean, lora_dropout, environment): ``+peft`` runs
+    PEFT's own forwards (minirec's lean ones off), ``+d0`` LoRA / QLoRA with --lora_dropout 0,
+    ``+mmap`` glibc with a fixed 1 MiB mmap threshold (``MALLOC_MMAP_THRESHOLD_=1048576``)."""
+    mode, *options = spec.split("+")
+    allowed = {"mmap"} | ({"peft"} if mode != "full" else set()) | ({"d0"} if mode in ("lora", "qlora") else set())
+    if mode not in MODES or not set(options) <= allowed or len(set(options)) < len(options):
+        sys.exit(f"--modes: {spec!r} is not mode[+peft][+d0][+mmap] (mode from {', '.join(MODES)}; "
+                 "+peft for freeze / lora / qlora, +d0 for lora / qlora)")
+    env = {"MALLOC_MMAP_THRESHOLD_": "1048576"} if "mmap" in options else {}
+    return mode, a.lean and "peft" not in options, 0.0 if "d0" in options else a.lora_dropout, env
+
+
+def _run_worker(spec, a) -> dict:
+    mode, lean, dropout, env = parse_run(spec, a) if spec != "prepare" else (spec, a.lean, a.lora_dropout, {})
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--run", spec,
+           "--base_model", a.base_model, "--data_dir", a.data_dir, "--steps", str(a.steps), "--warmup", str(a.warmup),
            "--batch_size", str(a.batch_size), "--seq_len", str(a.seq_len), "--lora_r", str(a.lora_r),
-           "--learning_rate", str(a.learning_rate), "--gradient_checkpointing", str(a.gradient_checkpointing)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+           "--learning_rate", str(a.learning_rate), "--gradient_checkpointing", str(a.gradient_checkpointing),
+           "--lora_dropout", str(dropout), "--lean", str(lean), "--breakdown", str(a.breakdown)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ | env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
-        sys.exit(f"mode {mode} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        sys.exit(f"{spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(lines[-1][len(RESULT_TAG):])
+
+
+def _peak(r) -> int:
+    return r["peak_rss_train_mb"] if r["peak_rss_train_mb"] is not None else r["peak_rss_process_mb"]
 
 
 def table(results, base_mode="full") -> str:
     ref = next((r for r in results if r["mode"] == base_mode), None)
     cuda = any("cuda_max_allocated_mb" in r for r in results)
-    head = ["mode", "trainable params", "RSS after setup (MB)", "peak RSS, train (MB)", "peak RSS, process (MB)"]
+    head = ["run", "trainable params", "RSS after setup (MB)", "peak RSS, train (MB)", "peak RSS, process (MB)"]
     head += ["CUDA peak (MB)"] if cuda else []
-    head += ["median step (s)", "tokens/s"]
+    head += ["median step (s)", "tokens/s", "CPU s/step (user / sys)"]
     if ref:
         head += ["peak train RSS vs full", "step time vs full"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [r["mode"], f"{r['trainable_params']:,} ({r['trainable_percent']:.2f} %)", f"{r['rss_after_setup_mb']:,}",
+        cells = [r.get("run", r["mode"]), f"{r['trainable_params']:,} ({r['trainable_percent']:.2f} %)",
+                 f"{r['rss_after_setup_mb']:,}",
                  f"{r['peak_rss_train_mb']:,}" if r["peak_rss_train_mb"] is not None else "n/a",
                  f"{r['peak_rss_process_mb']:,}"]
         cells += [f"{r.get('cuda_max_allocated_mb', 0):,}"] if cuda else []
-        cells += [f"{r['step_seconds_median']:.3f}", f"{r['tokens_per_second']:,.0f}"]
+        cells += [f"{r['step_seconds_median']:.3f}", f"{r['tokens_per_second']:,.0f}",
+                  f"{r.get('cpu_user_seconds_per_step', 0):.2f} / {r.get('cpu_system_seconds_per_step', 0):.2f}"]
         if ref:
-            key = "peak_rss_train_mb" if r["peak_rss_train_mb"] and ref["peak_rss_train_mb"] else "peak_rss_process_mb"
-            cells += [f"{r[key] / ref[key]:.2f}x", f"{r['step_seconds_median'] / ref['step_seconds_median']:.2f}x"]
+            cells += [f"{_peak(r) / _peak(ref):.2f}x", f"{r['step_seconds_median'] / ref['step_seconds_median']:.2f}x"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def breakdown_table(results) -> str:
+    """The parts of each run's peak (``--breakdown``; memory_breakdown.py says what each is)."""
+    head = ["run", "peak RSS (MB)", "at the peak: file-backed", "malloc in use", "other anon (added by the steps)",
+            "malloc in-use peak", "saved for backward", "largest savers (MB)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        b = r.get("breakdown")
+        if not b:
+            continue
+        at, start = b.get("at_rss_peak"), b.get("at_start")
+        top = ", ".join(f"{k} {v}" for k, v in list(b["saved_by_source"].items())[:4])
+        cells = [r.get("run", r["mode"]), f"{_peak(r):,}"]
+        if at:
+            cells += [f"{at['file_mb']:,}", f"{at['malloc_in_use_mb']:,}",
+                      f"{at['other_anon_mb']:,} ({at['other_anon_mb'] - start['other_anon_mb']:+,})"]
+        else:
+            cells += ["n/a"] * 3
+        cells += [f"{b.get('malloc_in_use_peak_mb', 'n/a'):,}", f"{b['saved_for_backward_mb']:,}", top]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _flag(s: str) -> bool:
+    return s.lower() in ("1", "true", "yes")
 
 
 def main():
@@ -244,44 +330,59 @@ def main():
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (AdamW state, allocator warm-up)")
     p.add_argument("--batch_size", type=int, default=8, help="rows per step (one forward, no accumulation)")
     p.add_argument("--seq_len", type=int, default=128, help="tokens per row (real rows packed end to end)")
-    p.add_argument("--modes", default=",".join(MODES), help="comma list of full, lora, qlora, freeze")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help="comma list of runs, mode[+peft][+d0] (see parse_run), or 'before_after' for "
+                        + BEFORE_AFTER)
     p.add_argument("--base_model", default="smollm2-135m", help="smollm2-135m or a local HF checkpoint dir")
     p.add_argument("--data_dir", default=str(ROOT / "data/Industrial_and_Scientific"))
     p.add_argument("--lora_r", type=int, default=8, help="LoRA rank (alpha = 2 r), LoRA and QLoRA")
+    p.add_argument("--lora_dropout", type=float, default=0.05, help="LoRA dropout (sft.py's default)")
     p.add_argument("--learning_rate", type=float, default=1e-4)
-    p.add_argument("--gradient_checkpointing", type=lambda s: s.lower() in ("1", "true", "yes"), default=False)
+    p.add_argument("--gradient_checkpointing", type=_flag, default=False)
+    p.add_argument("--lean", type=_flag, default=True,
+                   help="minirec's lean LoRA / trainable-token forwards (False: PEFT's own, for comparison)")
+    p.add_argument("--breakdown", type=_flag, default=False,
+                   help="also report the parts of each peak (bench/memory_breakdown.py)")
     p.add_argument("--out", default=str(ROOT / "bench/results/peft_memory.json"))
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    p.add_argument("--run", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
         a.mode = a.worker
         print(RESULT_TAG + json.dumps(worker(a)), flush=True)
         return
-    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
-    if bad or a.steps < 1 or a.warmup < 0 or a.batch_size < 1 or a.seq_len < 8:
-        sys.exit(f"--modes from {', '.join(MODES)}; --steps >= 1, --warmup >= 0, --batch_size >= 1, --seq_len >= 8")
+    runs = [m.strip() for m in (BEFORE_AFTER if a.modes == "before_after" else a.modes).split(",") if m.strip()]
+    for spec in runs:
+        parse_run(spec, a)
+    if a.steps < 1 or a.warmup < 0 or a.batch_size < 1 or a.seq_len < 8:
+        sys.exit("--steps >= 1, --warmup >= 0, --batch_size >= 1, --seq_len >= 8")
 
     prepared = _run_worker("prepare", a)  # converts SmolLM2 once, outside every measured process
     results = []
-    for mode in modes:
-        r = _run_worker(mode, a)
+    for spec in runs:
+        r = _run_worker(spec, a)
         results.append(r)
-        print(f"{mode}: peak RSS train {r['peak_rss_train_mb']} MB, median step {r['step_seconds_median']} s", flush=True)
+        print(f"{spec}: peak RSS train {r['peak_rss_train_mb']} MB, median step {r['step_seconds_median']} s",
+              flush=True)
     report = {
         "base_model": a.base_model, "base_path": prepared["base_path"],
-        "settings": {k: getattr(a, k) for k in ("steps", "warmup", "batch_size", "seq_len", "lora_r",
-                                               "learning_rate", "gradient_checkpointing")},
+        "settings": {"modes": runs} | {k: getattr(a, k) for k in (
+            "steps", "warmup", "batch_size", "seq_len", "lora_r", "lora_dropout", "learning_rate",
+            "gradient_checkpointing", "lean")},
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         "results": results,
         "table": table(results),
     }
+    if a.breakdown:
+        report["breakdown_table"] = breakdown_table(results)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{a.base_model}, batch {a.batch_size} x {a.seq_len} tokens, median of {a.steps} steps "
           f"after {a.warmup} warm-up, one process per mode -> {a.out}\n")
     print(report["table"])
+    if a.breakdown:
+        print("\n" + report["breakdown_table"])
 
 
 if __name__ == "__main__":

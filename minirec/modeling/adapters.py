@@ -3,6 +3,8 @@
 Every adapter mode is plain PEFT, so an output dir loads with ``PeftModel.from_pretrained``.
 The new SID token rows are trained through PEFT's trainable tokens (only those rows of the
 embedding, and of an untied LM head, get a delta), which is what ``freeze`` trains alone.
+Both LoRA's dropout and the trainable SID rows then run through :mod:`minirec.modeling.lean`:
+the same results and the same files, with less memory kept for backward.
 """
 
 import logging
@@ -64,9 +66,16 @@ def sid_row_targets(model, token_ids) -> dict:
 
 
 def wrap_model(model, mode, sid_token_ids, lora_r=8, lora_alpha=16, lora_dropout=0.05,
-               lora_target_modules="all", use_rslora=False, use_dora=False, gradient_checkpointing=False):
-    """Return the model ready to train in ``mode`` (a PeftModel for every mode but ``full``)."""
+               lora_target_modules="all", use_rslora=False, use_dora=False, gradient_checkpointing=False,
+               lean=True):
+    """Return the model ready to train in ``mode`` (a PeftModel for every mode but ``full``).
+
+    ``lean=False`` keeps PEFT's own forwards (what :mod:`minirec.modeling.lean` replaces), for
+    comparisons.
+    """
     from peft import LoraConfig, TrainableTokensConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from minirec.modeling.lean import lean_peft_model
 
     if mode == "full":
         for p in model.parameters():
@@ -75,7 +84,10 @@ def wrap_model(model, mode, sid_token_ids, lora_r=8, lora_alpha=16, lora_dropout
     targets = sid_row_targets(model, sid_token_ids)
     if mode == "freeze":
         config = TrainableTokensConfig(target_modules=list(targets), token_indices=list(sid_token_ids))
-        return get_peft_model(model, config)
+        model = get_peft_model(model, config)
+        if lean:
+            lean_peft_model(model)
+        return model
     if mode not in ("lora", "qlora"):
         raise MinirecError(f"unknown mode {mode!r}")
     if getattr(model, "is_quantized", False):
@@ -91,7 +103,10 @@ def wrap_model(model, mode, sid_token_ids, lora_r=8, lora_alpha=16, lora_dropout
         trainable_token_indices=targets,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if lean:
+        lean_peft_model(model)
+    return model
 
 
 def upcast_trainable(model, under_deepspeed: bool) -> int:

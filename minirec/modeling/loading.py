@@ -68,7 +68,25 @@ def load_base(path, quantization=None, trust_remote_code=False):
         kwargs["quantization_config"] = qconfig
         kwargs["device_map"] = quantized_device_map()  # this rank's GPU, not GPU 0 for every rank
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if qconfig is not None:
+        _detach_from_checkpoint_file(model)
     return model, tokenizer
+
+
+def _detach_from_checkpoint_file(model) -> None:
+    """Copy a quantized model's CPU weights that were left unquantized (norms, embeddings) into
+    process memory, so the memory map of the checkpoint file is released.
+
+    transformers reads safetensors through a memory map and leaves unquantized CPU weights as
+    views of it. While any view lives, the whole mapping stays, and with it the file pages that
+    quantizing read: ~400 MB of the process's RSS for SmolLM2's Linear weights that the model
+    now holds in 4-bit. An unquantized model keeps using the map instead (its pages are the
+    weights themselves).
+    """
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.device.type == "cpu" and tensor.dtype.is_floating_point:
+                tensor.data = tensor.data.clone()
 
 
 def keep_4bit_trainable(model) -> None:
