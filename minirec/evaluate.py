@@ -33,8 +33,10 @@ class EvalConfig(Config):
     """The split to evaluate: train, valid or test."""
     num_beams: int = 50
     """Beam width of the constrained beam search: how many ranked SIDs each row gets."""
-    batch_size: int = 16
-    """Prompts decoded together."""
+    batch_size: int = 64
+    """Prompts decoded together (rows are decoded independently: the lists do not depend on it; the
+    beam search caps prompt x beam rows per call by the vocabulary size, so large vocabularies stay
+    bounded). 64 vs 16: full Industrial test 44.5 vs 54.5 s, 2 threads, the same lists."""
     max_rows: int = 0
     """Evaluate only the first N rows of the split (0 = all)."""
     ks: str = ",".join(map(str, DEFAULT_KS))

@@ -4,6 +4,6 @@
 source "$(dirname "$0")/_common.sh"
 exec "${LAUNCH[@]}" evaluate.py \
   --model_path "${MODEL:-out/sft_full}" \
-  --split "${SPLIT:-test}" --num_beams "${BEAMS:-50}" --batch_size "${BATCH_SIZE:-16}" \
+  --split "${SPLIT:-test}" --num_beams "${BEAMS:-50}" --batch_size "${BATCH_SIZE:-64}" \
   --max_rows "${MAX_ROWS:-0}" \
   ${EXTRA[@]+"${EXTRA[@]}"}

@@ -86,7 +86,7 @@ def wrap_model(model, mode, sid_token_ids, lora_r=8, lora_alpha=16, lora_dropout
         config = TrainableTokensConfig(target_modules=list(targets), token_indices=list(sid_token_ids))
         model = get_peft_model(model, config)
         if lean:
-            lean_peft_model(model)
+            _log_lean(lean_peft_model(model))
         return model
     if mode not in ("lora", "qlora"):
         raise MinirecError(f"unknown mode {mode!r}")
@@ -105,8 +105,15 @@ def wrap_model(model, mode, sid_token_ids, lora_r=8, lora_alpha=16, lora_dropout
     )
     model = get_peft_model(model, config)
     if lean:
-        lean_peft_model(model)
+        _log_lean(lean_peft_model(model))
     return model
+
+
+def _log_lean(counts) -> None:
+    """Say which layers run minirec's lean forwards; on a GPU under autocast, LoRA layers fall back
+    to PEFT's per call (minirec/modeling/lean.py says which paths apply where)."""
+    log.info("lean PEFT forwards: %d LoRA layers (CPU, matching dtypes; else PEFT's), %d trainable-token layers",
+             counts["lora"], counts["trainable_tokens"])
 
 
 def upcast_trainable(model, under_deepspeed: bool) -> int:

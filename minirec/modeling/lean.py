@@ -1,5 +1,11 @@
 """Leaner training forwards for the PEFT layers minirec trains: same results, same saved adapters.
 
+Where they apply: the LoRA savings below are CPU savings. On a GPU, SFT runs under bf16 autocast
+with fp32 adapters, and such layers take PEFT's own forward (see the list at the end); what GPU
+users get is the SID-row layer (no merged vocab x hidden copy per forward: ~466 MB per copy for
+Qwen2.5-1.5B in bf16; its bf16 results equal PEFT's up to bf16 rounding) and, with matching
+dtypes (DeepSpeed bf16), the in-place add of the LoRA update. All figures below are CPU, fp32.
+
 Why by hand: PEFT's forwards keep more for backward, and allocate more short-lived
 activation-sized tensors, than the computation needs, and on a small model that extra
 outweighed everything LoRA saves. Measured with ``bench/peft_memory.py --modes before_after
@@ -49,7 +55,8 @@ Only the layers' forward computation changes (their class is switched to a subcl
 parameters, their names and the saved files are PEFT's own, so an adapter still loads with plain
 ``PeftModel.from_pretrained``. Whatever these forwards do not cover takes PEFT's path unchanged:
 merged or disabled adapters, mixed-adapter batches, DoRA and the other LoRA variants, LoRA
-biases, autocast, adapters in another dtype than the input, DeepSpeed ZeRO-3's partitioned
+biases, autocast (for LoRA layers; the SID-row layer runs its own path under autocast too),
+adapters in another dtype than the input, DeepSpeed ZeRO-3's partitioned
 parameters, an LM head with a bias, an embedding with ``max_norm``, ``scale_grad_by_freq`` or
 sparse gradients.
 """
