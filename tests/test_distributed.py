@@ -66,7 +66,9 @@ def test_quantized_loads_land_on_their_rank_not_gpu_0(gpus, monkeypatch, tmp_pat
     (tmp_path / "config.json").write_text("{}")
     seen = {}
     monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", lambda *a, **k: type("T", (), {"pad_token": 0})())
-    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", lambda path, **kw: seen.update(kw))
+    # a real (tiny) module comes back: load_base copies a quantized model's CPU weights off the file map
+    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained",
+                        lambda path, **kw: seen.update(kw) or torch.nn.Linear(2, 2))
     loading.load_base(tmp_path, quantization)
     assert seen["device_map"] == {"": 3}
 
