@@ -44,7 +44,7 @@ def history_scores(model, tokenizer, catalogue, histories, template="compact", m
     SID (prompt + SID); fewer when their [SID tokens + EOS] x vocabulary log-probabilities would
     exceed the beam's per-tensor cap.
     """
-    from minirec.beam import ROW_TENSOR_BYTES
+    from minirec.beam import default_max_rows
     from minirec.decoding import model_vocab_size
     from minirec.prompts import next_sid_prompt
     from minirec.tokenization import encode_prompts
@@ -55,11 +55,12 @@ def history_scores(model, tokenizer, catalogue, histories, template="compact", m
     prompts = encode_prompts(tokenizer, [next_sid_prompt(h, catalogue, template, max_history) for h in histories])
     wanted = [list(dict.fromkeys(history_sids(h, catalogue, max_history))) for h in histories]
     tokens = {}  # SID string -> token ids, as SIDTrie.from_catalogue maps them
-    for h in histories:
-        for item in h[-max_history:] if max_history else h:
-            tokens.setdefault(catalogue.sid(item), tokenizer.convert_tokens_to_ids(list(catalogue.sids[item])))
+    for sids in wanted:
+        for sid in sids:
+            item = catalogue.items_by_sid[sid][0]
+            tokens.setdefault(sid, tokenizer.convert_tokens_to_ids(list(catalogue.sids[item])))
     depth = max((len(t) for t in tokens.values()), default=0)
-    cap = max(1, ROW_TENSOR_BYTES // (4 * model_vocab_size(model) * (depth + 1)))
+    cap = default_max_rows(model_vocab_size(model) * (depth + 1), 1)  # the beam's per-tensor cap
     order = sorted(range(len(histories)), key=lambda i: len(prompts[i]))  # little padding, as rank_sids
     results: list[dict[str, float]] = [{} for _ in histories]
     try:

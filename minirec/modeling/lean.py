@@ -312,6 +312,19 @@ class LeanTrainableTokensLayer(TrainableTokensLayer):
             return base.max_norm is None and not base.scale_grad_by_freq and not base.sparse
         return isinstance(base, nn.Linear) and base.bias is None
 
+    def _indices(self, name, vocab, device):
+        """The adapter's SID ids and an id -> SID-row table (-1 elsewhere), made once per device
+        instead of on every forward (the class is switched in place, so no __init__ sets the cache)."""
+        ids = tuple(self.token_indices[name])
+        cache = self.__dict__.setdefault("_lean_index_cache", {})
+        key = (name, str(device), vocab, ids)
+        if key not in cache:
+            idx = torch.tensor(ids, device=device)
+            table = torch.full((vocab,), -1, dtype=torch.long, device=device)
+            table[idx] = torch.arange(len(idx), device=device)
+            cache[key] = (idx, table)
+        return cache[key]
+
     def forward_adapters(self, x, active_adapters, *args, **kwargs):
         if not self._lean_applies(active_adapters):
             return super().forward_adapters(x, active_adapters, *args, **kwargs)
@@ -320,11 +333,9 @@ class LeanTrainableTokensLayer(TrainableTokensLayer):
         weight = base.weight
         result = base(x)  # the frozen layer as it is; PEFT's path passes no other arguments either
         for name in active_adapters:
-            idx = torch.tensor(self.token_indices[name], device=x.device)
+            idx, table = self._indices(name, weight.shape[0], x.device)
             rows = self.trainable_tokens_delta[name].to(weight)
             if isinstance(base, nn.Embedding):
-                table = torch.full((weight.shape[0],), -1, dtype=torch.long, device=x.device)
-                table[idx] = torch.arange(len(idx), device=x.device)  # id -> its SID row, -1 elsewhere
                 local = table[x]
                 embedded = F.embedding(local.clamp(min=0), rows)
                 scale = self._get_embed_scale()
