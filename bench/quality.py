@@ -3,6 +3,7 @@ and the paper's rows, from evaluations already on disk; rewrites its block in do
 
     python bench/quality.py --split test \
         --sft runs/sft_s42,runs/sft_s43,runs/sft_s44 --rl runs/rl_s42,runs/rl_s43,runs/rl_s44 \
+        --sft_prior runs/sft_s42/eval_test_prior,... \
         --sasrec runs/baselines/sasrec_s42,... --heuristics runs/baselines
 
 Each minirec run needs ``<run>/eval_<split>/metrics.json`` (``evaluate.py``); each baseline dir
@@ -63,6 +64,13 @@ def collect(a):
         if runs:
             ms = [json.loads((r / f"eval_{a.split}" / "metrics.json").read_text()) for r in runs]
             rows.append((name, _mean_std(ms), [str(r) for r in runs]))
+    if a.sft_prior:  # evaluation dirs: evaluate.py --repeat_prior W --output_dir ...
+        dirs = _runs(a.sft_prior)
+        ms = [json.loads((d / "metrics.json").read_text()) for d in dirs]
+        priors = sorted({m.get("repeat_prior") for m in ms})
+        if len(priors) != 1 or not priors[0]:
+            raise SystemExit(f"--sft_prior: the evaluations must share one non-zero --repeat_prior, got {priors}")
+        rows.append((f"minirec SFT + re-purchase prior (W {priors[0]:g})", _mean_std(ms), [str(d) for d in dirs]))
     if a.sasrec:
         runs = _runs(a.sasrec)
         rows.append(("SASRec (ours, CE over all items)",
@@ -92,6 +100,7 @@ def main():
     p.add_argument("--split", default="test")
     p.add_argument("--sft", default="", help="comma-separated evaluated SFT runs (one per seed)")
     p.add_argument("--rl", default="", help="comma-separated evaluated RL runs (one per seed)")
+    p.add_argument("--sft_prior", default="", help="comma-separated eval dirs of the SFT runs with --repeat_prior")
     p.add_argument("--sasrec", default="", help="comma-separated SASRec baseline dirs (one per seed)")
     p.add_argument("--heuristics", default="", help="dir holding popularity/ and recent_popular/")
     p.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"))

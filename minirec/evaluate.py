@@ -9,6 +9,7 @@ equal a single-process run's (each row is decoded independently). ``--repeat_bon
 row's history items to its list with their exact scores plus a bonus (:mod:`minirec.repeats`).
 """
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,10 @@ from minirec.data.readers import SPLITS
 from minirec.errors import MinirecError
 from minirec.io import write_json, write_jsonl
 from minirec.metrics import DEFAULT_KS, format_table, rank_of, ranking_metrics, split_metrics_by_repeat
-from minirec.repeats import add_history_items, check_repeat_options
+from minirec.repeats import add_history_items, check_repeat_options, repeat_rates
 from minirec.run_info import RUN_FILE, RunInfo
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +42,9 @@ class EvalConfig(Config):
     bounded). 64 vs 16: full Industrial test 44.5 vs 54.5 s, 2 threads, the same lists."""
     max_rows: int = 0
     """Evaluate only the first N rows of the split (0 = all)."""
+    max_history: int = 0
+    """Show at most this many of each row's most recent history items (0 = the run's --max_history).
+    A run trained on dense rows (--dense) saw up to 2 x its max_history - 1 items before a target."""
     ks: str = ",".join(map(str, DEFAULT_KS))
     """Cut-offs K of HR@K, NDCG@K and MRR@K, comma-separated; those above --num_beams are dropped."""
     data_dir: str = ""
@@ -51,6 +57,10 @@ class EvalConfig(Config):
     bench/repeat_bonus.py."""
     repeat_decay: float = 1.0
     """In (0, 1]: the bonus of a history item k steps back from the most recent is bonus * decay**k."""
+    repeat_prior: float = 0.0
+    """Add the shown history items with score log(exp(model score) + this x the item's re-purchase
+    rate in the train split): items people re-buy join the list, others stay where the model put
+    them; 0 = off. Choose it on valid with bench/repeat_bonus.py (scripts/evaluate.sh: 0.5)."""
     merge_weights: bool = False
     """Merge an adapter into its base before decoding (faster; the same ranking up to rounding)."""
     trust_remote_code: bool = False
@@ -59,9 +69,12 @@ class EvalConfig(Config):
     def validate(self) -> None:
         if self.split not in SPLITS:
             raise MinirecError(f"--split {self.split!r}: choose one of {', '.join(SPLITS)}")
-        if self.num_beams <= 0 or self.batch_size <= 0 or self.max_rows < 0:
-            raise MinirecError("--num_beams and --batch_size must be positive, --max_rows >= 0")
-        check_repeat_options(self.repeat_bonus, self.repeat_decay)
+        if self.num_beams <= 0 or self.batch_size <= 0 or self.max_rows < 0 or self.max_history < 0:
+            raise MinirecError("--num_beams and --batch_size must be positive, --max_rows and --max_history >= 0")
+        check_repeat_options(self.repeat_bonus, self.repeat_decay, self.repeat_prior)
+        if self.repeat_prior and self.split == "train":
+            raise MinirecError("--repeat_prior on --split train: the re-purchase rates come from the train split, so "
+                               "each row would count its own target; evaluate valid or test")
         self.cutoffs()
 
     def output(self):
@@ -104,7 +117,7 @@ def main(config: EvalConfig) -> dict:
     model_path, split, num_beams = config.model_path, config.split, config.num_beams
     ks = config.cutoffs()
     run = RunInfo.read(model_path)  # data problems surface before the model loads
-    data = load_dataset(config.data_dir or run.data_dir, splits=(split,))
+    data = load_dataset(config.data_dir or run.data_dir, splits=(split, "train") if config.repeat_prior else (split,))
     run.check_index(data.catalogue)
     catalogue = data.catalogue
     model, tokenizer, run = load_trained(model_path, trust_remote_code=config.trust_remote_code)
@@ -112,14 +125,21 @@ def main(config: EvalConfig) -> dict:
         model = model.merge_and_unload()
     to_process_device(model)  # this rank's GPU, or the CPU
     rows = data.split(split)[: config.max_rows or None]
+    shown = config.max_history or run.max_history
+    longest = max((len(r.history) for r in rows), default=0)
+    if shown > longest:
+        log.warning("--max_history %d: the longest %s history holds %d items, so every prompt shows all of it",
+                    shown, split, longest)
+    rates = repeat_rates(data.split("train"), catalogue, shown) if config.repeat_prior else None
 
     started = time.perf_counter()
     with state.split_between_processes(rows) as mine:  # contiguous shares, in rank order
         histories = [r.history for r in mine]
-        ranked = rank_sids(model, tokenizer, catalogue, histories, run.template, run.max_history,
+        ranked = rank_sids(model, tokenizer, catalogue, histories, run.template, shown,
                            num_beams, config.batch_size, progress=state.is_main_process)
-        ranked = add_history_items(model, tokenizer, catalogue, histories, ranked, run.template, run.max_history,
-                                   config.batch_size, config.repeat_bonus, config.repeat_decay)  # 0: unchanged
+        ranked = add_history_items(model, tokenizer, catalogue, histories, ranked, run.template, shown,
+                                   config.batch_size, config.repeat_bonus, config.repeat_decay,
+                                   config.repeat_prior, rates)  # 0 and 0: unchanged
     ranked = gather_object(ranked)  # every share, in rank order: the rows' order
     if not state.is_main_process:
         return {}
@@ -136,11 +156,12 @@ def main(config: EvalConfig) -> dict:
     invalid = sum(s not in catalogue.items_by_sid for r in records for s in r["predictions"])
     metrics = {
         **ranking_metrics(ranks, ks),
-        **split_metrics_by_repeat(ranks, rows, max_history=run.max_history),  # repeat: target in the prompt
+        **split_metrics_by_repeat(ranks, rows, max_history=shown),  # repeat: target in the prompt
         "invalid_predictions": invalid,
         "coverage@10": len(top10) / len(catalogue.items_by_sid),
-        "rows": len(rows), "split": split, "num_beams": num_beams, "model_path": str(model_path),
-        "repeat_bonus": config.repeat_bonus, "repeat_decay": config.repeat_decay,
+        "rows": len(rows), "split": split, "num_beams": num_beams, "model_path": str(model_path), "max_history": shown,
+        "repeat_bonus": config.repeat_bonus, "repeat_decay": config.repeat_decay, "repeat_prior": config.repeat_prior,
+        **({"repeat_rates": rates.describe()} if rates else {}), "longest_history": longest,
         "wall_seconds": round(seconds, 2), "seconds_per_1000_rows": round(1000 * seconds / len(rows), 2),
         "processes": state.num_processes,
     }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from minirec.config import Config
 from minirec.errors import MinirecError
-from minirec.repeats import add_history_items, check_repeat_options
+from minirec.repeats import add_history_items, check_repeat_options, repeat_rates
 from minirec.run_info import RunInfo
 
 
@@ -70,6 +70,9 @@ class RecommendConfig(Config):
     valid with bench/repeat_bonus.py."""
     repeat_decay: float = 1.0
     """In (0, 1]: the bonus of a history item k steps back from the most recent is bonus * decay**k."""
+    repeat_prior: float = 0.0
+    """Add the history's items with score log(exp(model score) + this x the item's re-purchase rate
+    in the train split of --data_dir (default: the run's dataset dir)); 0 = off. See evaluate.py."""
     sep: str = ","
     """Separator of --history entries; use "|" when titles contain commas."""
     merge_weights: bool = False
@@ -89,7 +92,7 @@ class RecommendConfig(Config):
                                "raise it or leave it at 0")
         if not self.sep:
             raise MinirecError("--sep is empty; use , or |")
-        check_repeat_options(self.repeat_bonus, self.repeat_decay)
+        check_repeat_options(self.repeat_bonus, self.repeat_decay, self.repeat_prior)
         if self.interactive and self.history:
             raise MinirecError("--history and --interactive True exclude each other; give one")
         if not self.interactive and not self.history.strip():
@@ -103,6 +106,11 @@ def main(config: RecommendConfig) -> None:
     run = RunInfo.read(config.model_path)
     catalogue = load_dataset(config.data_dir or run.catalogue_dir(config.model_path), splits=()).catalogue
     run.check_index(catalogue)
+    rates = None
+    if config.repeat_prior:  # from the train split, before the model loads
+        train = load_dataset(config.data_dir or run.data_dir, splits=("train",))
+        run.check_index(train.catalogue)
+        rates = repeat_rates(train.split("train"), train.catalogue, run.max_history)
     history, top_k, sep = config.history, config.top_k, config.sep
     if not config.interactive:
         resolve_history(history, catalogue, sep)  # a typo is reported before the model loads
@@ -121,7 +129,8 @@ def main(config: RecommendConfig) -> None:
         recs = rank_sids(model, tokenizer, catalogue, items, run.template, run.max_history,
                          num_beams=config.num_beams or top_k, batch_size=1, trie=trie, progress=False)
         recs = add_history_items(model, tokenizer, catalogue, items, recs, run.template, run.max_history, 1,
-                                 config.repeat_bonus, config.repeat_decay)[0]  # bonus 0: unchanged
+                                 config.repeat_bonus, config.repeat_decay, config.repeat_prior,
+                                 rates)[0]  # bonus and prior 0: unchanged
         return format_recommendations(recs[:top_k], catalogue)
 
     if not config.interactive:

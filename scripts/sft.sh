@@ -22,6 +22,8 @@ exec "${LAUNCH[@]}" sft.py \
   --batch_size "${BATCH_SIZE:-128}" --micro_batch_size "${MICRO_BATCH_SIZE:-32}" \
   --learning_rate "${LR:-1e-3}" --num_epochs "${EPOCHS:-3}" \
   --weight_decay "${WEIGHT_DECAY:-0.0}" --adam_beta2 "${ADAM_BETA2:-0.999}" \
+  --label_smoothing "${LABEL_SMOOTHING:-0}" --sid_init "${SID_INIT:-auto}" \
+  ${ITEM_EMBEDDINGS:+--item_embeddings "$ITEM_EMBEDDINGS"} \
   --warmup_ratio "${WARMUP_RATIO:-0.03}" --min_lr_ratio "${MIN_LR_RATIO:-0}" \
   --early_stopping_patience "${PATIENCE:-2}" \
   --cutoff_len "${CUTOFF_LEN:-256}" --seed "${SEED:-42}" \

@@ -35,6 +35,20 @@ def test_evaluate_writes_predictions_metrics_and_plot(trained_run, tmp_path):
     assert (tmp_path / "metrics.png").stat().st_size > 1000
 
 
+def test_max_history_changes_what_the_model_is_shown(trained_run, tmp_path):
+    def scores(out, **kw):
+        m = evaluate(str(trained_run), split="test", num_beams=5, batch_size=4, max_rows=12, output_dir=str(out), **kw)
+        rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        return m, rows
+
+    m_run, full = scores(tmp_path / "run")
+    m_one, one = scores(tmp_path / "one", max_history=1)
+    assert m_run["max_history"] == 10 and m_one["max_history"] == 1
+    longer = [i for i, r in enumerate(full) if len(r["history"]) > 1]
+    assert longer and all(full[i]["scores"] != one[i]["scores"] for i in longer)
+    assert all(full[i]["scores"] == one[i]["scores"] for i, r in enumerate(full) if len(r["history"]) == 1)
+
+
 def test_sharded_evaluation_equals_single_process(trained_run, tmp_path):
     single = evaluate(str(trained_run), split="valid", num_beams=5, batch_size=4, max_rows=10,
                       output_dir=str(tmp_path / "one"))

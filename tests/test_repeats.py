@@ -15,7 +15,7 @@ from minirec.decoding import model_vocab_size, rank_sids
 from minirec.errors import MinirecError
 from minirec.evaluate import EvalConfig, evaluate
 from minirec.recommend import RecommendConfig
-from minirec.repeats import history_scores, history_sids, rerank_with_history
+from minirec.repeats import RepeatRates, history_scores, history_sids, repeat_rates, rerank_with_history
 from minirec.run_info import RunInfo
 from minirec.sid.catalogue import Catalogue
 from tests.conftest import INDUSTRIAL, ROOT
@@ -72,6 +72,32 @@ def test_rerank_by_hand():
         rerank_with_history(ranked, [{"w": 0.0}, {}], histories, bonus=1.0)
 
 
+def test_repeat_rates_by_hand(catalogue):
+    from minirec.data.readers import Interaction
+
+    a, b, c = sorted(catalogue.sids)[:3]
+    rows = [Interaction("u1", (a, b), a), Interaction("u2", (a,), c), Interaction("u3", (b, a, a), b),
+            Interaction("u4", (c, b), b)]  # the prompt shows the last 2: u3 shows (a, a), its b is too old
+    rates = repeat_rates(rows, catalogue, max_history=2, smoothing=1.0)
+    base = 2 / 6  # shown: a in 3 rows (re-bought in 1), b in 2 (1), c in 1 (0)
+    sid = catalogue.sid
+    assert rates(sid(a)) == pytest.approx((1 + base) / 4) and rates(sid(b)) == pytest.approx((1 + base) / 3)
+    assert rates(sid(c)) == pytest.approx(base / 2) and rates("<never shown>") == pytest.approx(base)
+
+
+def test_rerank_with_prior_by_hand():
+    import math
+
+    ranked = [[("x", math.log(0.3)), ("y", math.log(0.2)), ("z", math.log(0.1))]]
+    exact = [{"h": math.log(0.01), "k": math.log(0.01)}]
+    rates = RepeatRates({"h": 0.5, "k": 0.001}, base=0.02)
+    out = rerank_with_history(ranked, exact, [["k", "h"]], bonus=0.0, prior=1.0, rates=rates)
+    # h: 0.01 + 0.5 = 0.51 leads; k: 0.01 + 0.001 stays below z and drops out of the 3 slots
+    assert [s for s, _ in out[0]] == ["h", "x", "y"] and out[0][0][1] == pytest.approx(math.log(0.51))
+    with pytest.raises(ValueError, match="repeat rates"):
+        rerank_with_history(ranked, exact, [["k", "h"]], bonus=0.0, prior=1.0)
+
+
 @pytest.mark.parametrize("config", [EvalConfig, RecommendConfig])
 def test_repeat_options_are_checked(config):
     extra = {"history": "117"} if config is RecommendConfig else {}
@@ -79,7 +105,7 @@ def test_repeat_options_are_checked(config):
     assert (ok.repeat_bonus, ok.repeat_decay) == (0.5, 0.8)
     assert config.from_kwargs(model_path="run", **extra).repeat_bonus == 0.0  # off by default
     for bad, match in ((dict(repeat_bonus=-1), "--repeat_bonus -1"), (dict(repeat_decay=0), "--repeat_decay 0"),
-                       (dict(repeat_decay=1.5), r"\(0, 1\]")):
+                       (dict(repeat_decay=1.5), r"\(0, 1\]"), (dict(repeat_prior=-0.5), "--repeat_prior -0.5")):
         with pytest.raises(MinirecError, match=match) as err:
             config.from_kwargs(model_path="run", **bad, **extra)
         assert "\n" not in str(err.value)
@@ -123,6 +149,14 @@ def _bench():
     return module
 
 
+def test_prior_on_the_train_split_is_refused(capsys):
+    with pytest.raises(MinirecError, match="each row would count its own target"):
+        EvalConfig.from_kwargs(model_path="run", split="train", repeat_prior="0.5")
+    with pytest.raises(SystemExit) as exit:
+        _bench().main(["--model_path", "nowhere", "--split", "train", "--priors", "0,1"])
+    assert exit.value.code == 2 and "each row would count its own target" in capsys.readouterr().err
+
+
 def test_bench_refuses_test_split(capsys):
     with pytest.raises(SystemExit) as exit:
         _bench().main(["--model_path", "nowhere", "--split", "test"])
@@ -135,10 +169,15 @@ def test_bench_grid_matches_evaluate(trained_run, tmp_path):
     plain = evaluate(str(trained_run), output_dir=str(tmp_path / "plain"), **common)
     boosted = evaluate(str(trained_run), output_dir=str(tmp_path / "bonus"), repeat_bonus=2.0, repeat_decay=0.5,
                        **common)
+    prior = evaluate(str(trained_run), output_dir=str(tmp_path / "prior"), repeat_prior=50.0, **common)
+    assert json.loads((tmp_path / "prior" / "metrics.json").read_text())["repeat_prior"] == 50.0
     out = _bench().main(["--model_path", str(trained_run), "--split", "valid", "--num_beams", "10",
-                         "--max_rows", "40", "--bonuses", "0,2", "--decays", "0.5", "--out", str(tmp_path / "g.json")])
+                         "--max_rows", "40", "--priors", "0,50", "--bonuses", "0,2", "--decays", "0.5",
+                         "--out", str(tmp_path / "g.json")])
     assert json.loads((tmp_path / "g.json").read_text())["grid"] == out["grid"] and out["repeat_rows"] == 2
-    for row, metrics in zip(out["grid"], (plain, boosted)):  # one decode, reranked: what evaluate.py reports
+    grid = {(g["prior"], g["bonus"]): g for g in out["grid"]}
+    assert len(grid) == 4 and grid[50.0, 0.0]["HR@10_repeat"] > grid[0.0, 0.0]["HR@10_repeat"]
+    for row, metrics in zip((grid[0.0, 0.0], grid[0.0, 2.0], grid[50.0, 0.0]), (plain, boosted, prior)):  # one decode, reranked: what evaluate.py reports
         for key in ("HR@10", "NDCG@10", "HR@10_repeat", "NDCG@10_new"):
             assert row[key] == pytest.approx(metrics[key]), key
     assert out["max_score_diff_vs_beam"] < 1e-4

@@ -30,6 +30,19 @@ def test_script_flags(tmp_path, script, expected, absent):
     assert "--seed 7" in line and line.endswith("--max_steps 1")
 
 
+@pytest.mark.parametrize("data, smoothing", [("data/Industrial_and_Scientific", "0"),  # 36,259 train rows
+                                             ("data/Office_Products", "0.1")])  # 7,648: under 20,000
+def test_sft_full_sizes_label_smoothing_by_train_rows(tmp_path, data, smoothing):
+    env = {**os.environ, "PYTHON": _fake_python(tmp_path)}
+    run = subprocess.run(["bash", "scripts/sft_full.sh", f"DATA={data}"], cwd=ROOT, text=True, capture_output=True,
+                         env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert f"--label_smoothing {smoothing} " in run.stdout and f"--data_dir {data} " in run.stdout
+    override = subprocess.run(["bash", "scripts/sft_full.sh", f"DATA={data}", "LABEL_SMOOTHING=0.2"], cwd=ROOT,
+                              text=True, capture_output=True, env=env, timeout=60)
+    assert "--label_smoothing 0.2 " in override.stdout
+
+
 def _fake_python(tmp_path):
     fake = tmp_path / "python"
     fake.write_text('#!/bin/sh\necho "$@"\n')

@@ -80,3 +80,24 @@ def build_tiny(out_dir, texts, spec: TinySpec = TinySpec(), extra_tokens=()) -> 
     tokenizer.save_pretrained(out_dir)
     (out_dir / "minirec_tiny.json").write_text(json.dumps(spec.__dict__, indent=2) + "\n")
     return out_dir
+
+
+def add_hidden_dropout(model, p: float) -> list:
+    """Dropout on the residual stream while training: on the token embeddings and on each
+    attention and MLP output before it is added back (GPT-2's embd/resid dropout; Qwen2 has only
+    attention dropout). Forward hooks, so the saved checkpoint stays a plain Qwen2 model and
+    evaluation (``model.eval()``) is untouched. Returns the hook handles."""
+    import torch.nn.functional as F
+
+    def drop(module, args, output):
+        if not module.training:
+            return output
+        if isinstance(output, tuple):  # attention: (output, weights)
+            return (F.dropout(output[0], p, True),) + output[1:]
+        return F.dropout(output, p, True)
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    modules = [inner.get_input_embeddings()]
+    for layer in inner.model.layers:
+        modules += [layer.self_attn, layer.mlp]
+    return [m.register_forward_hook(drop) for m in modules]

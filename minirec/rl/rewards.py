@@ -17,12 +17,12 @@ of ``num_generations`` completions, as TRL's sampler lays them out.
 """
 
 import math
-from pathlib import Path
 
 import numpy as np
 
 from minirec.errors import MinirecError
 from minirec.sid.catalogue import split_sid
+from minirec.sid.text import load_item_embeddings
 
 REWARD_TYPES = ("rule", "ranking", "ranking_only", "prefix", "semantic")
 
@@ -80,36 +80,14 @@ def prefix_reward(completions, target_sid, **_):
     return out
 
 
-def load_item_embeddings(path, item_ids) -> np.ndarray:
-    """The ``--item_embeddings`` array, one finite, non-zero row per item (catalogue order), or a one-line error."""
-    if not path:
-        raise MinirecError("--reward_type semantic needs --item_embeddings FILE.npy (one row per catalogue item)")
-    if not Path(path).is_file():
-        raise MinirecError(f"--item_embeddings {path}: no such file")
-    try:
-        emb = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise MinirecError(f"--item_embeddings {path}: not a .npy array ({e})")
-    if emb.ndim != 2 or not np.issubdtype(emb.dtype, np.number):
-        raise MinirecError(f"--item_embeddings {path}: expected a 2-D numeric array (items x dim), got {emb.dtype} "
-                           f"of shape {emb.shape}")
-    if emb.shape[0] != len(item_ids):
-        raise MinirecError(f"{path}: {emb.shape[0]} rows but the catalogue has {len(item_ids)} items")
-    emb = emb.astype(np.float64)
-    for bad, what in ((~np.isfinite(emb).all(axis=1), "NaN or inf"), (~emb.any(axis=1), "only zeros")):
-        rows = np.flatnonzero(bad)
-        if rows.size:
-            raise MinirecError(f"{path}: {rows.size} row(s) hold {what} (first: row {rows[0]}, item "
-                               f"{item_ids[rows[0]]!r}); recompute the embeddings")
-    return emb
-
-
 class SemanticReward:
     """Cosine similarity between the predicted and the target item's text embeddings."""
 
     __name__ = "semantic_reward"
 
     def __init__(self, catalogue, embeddings_path):
+        if not embeddings_path:
+            raise MinirecError("--reward_type semantic needs --item_embeddings FILE.npy (one row per catalogue item)")
         emb = load_item_embeddings(embeddings_path, list(catalogue.sids))
         emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         row = {item: i for i, item in enumerate(catalogue.sids)}

@@ -1,6 +1,7 @@
 """Configuration of the SFT stage: one documented field per flag of ``sft.py``."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from minirec.config import Config, only_with
 from minirec.data.readers import check_dataset_dir
@@ -40,11 +41,19 @@ class SFTConfig(Config):
     tiny_num_layers: int = 4
     """Number of layers of the tiny model (ignored for other bases)."""
     tiny_attention_dropout: float = 0.0
-    """Dropout on the tiny model's attention probabilities (Qwen2 has no other dropout)."""
+    """Dropout on the tiny model's attention probabilities."""
+    tiny_hidden_dropout: float = 0.0
+    """Dropout on the tiny model's residual stream while training: token embeddings and every
+    attention and MLP output (Qwen2 itself has none there; added by forward hooks, not saved)."""
     sid_init: str = "auto"
     """SID token rows at the start: "auto" (added rows at the mean of the base's own token rows,
     also where they take a padded base's spare rows (Qwen2.5); the tiny base is built with them,
-    randomly initialised), "mean" or "random" (normal, the base's initializer_range) for every SID row."""
+    randomly initialised), "mean" or "random" (normal, the base's initializer_range) for every SID row,
+    or "text": each token's row from the text embeddings of the items carrying it (--item_embeddings;
+    minirec.modeling.text_init says how)."""
+    item_embeddings: str = ""
+    """For --sid_init text: .npy of item text embeddings, one row per item of item.json in its order
+    (python -m minirec.sid build caches it as item_embeddings.npy beside the index)."""
     trust_remote_code: bool = False
     """Allow a local checkpoint's own modelling code to run. Off unless you trust it."""
 
@@ -84,7 +93,13 @@ class SFTConfig(Config):
     warmup_ratio: float = 0.03
     """Fraction of steps spent on linear warm-up."""
     weight_decay: float = 0.0
-    """AdamW weight decay (never on biases, norms or embedding rows)."""
+    """AdamW weight decay (never on biases or norms; on embedding rows only with --decay_embeddings)."""
+    decay_embeddings: bool = False
+    """Apply --weight_decay to the embedding rows too (SID rows included). Off by default:
+    decay pulls a rarely-seen row towards zero between its updates."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the next-token loss (the Trainer's label_smoothing_factor), spread
+    over the whole vocabulary."""
     adam_beta2: float = 0.999
     """AdamW beta2; 0.98 adapts faster in short runs with rare tokens."""
     min_lr_ratio: float = 0.0
@@ -154,8 +169,10 @@ class SFTConfig(Config):
             raise MinirecError(f"--select_by {self.select_by!r}: choose ranking or loss")
         if self.select_by == "ranking" and (self.select_rows <= 0 or self.select_beams < 10):
             raise MinirecError("--select_by ranking needs --select_rows > 0 and --select_beams >= 10")
-        if self.sid_init not in ("auto", "mean", "random"):
-            raise MinirecError(f"--sid_init {self.sid_init!r}: choose auto, mean or random")
+        if self.sid_init not in ("auto", "mean", "random", "text"):
+            raise MinirecError(f"--sid_init {self.sid_init!r}: choose auto, mean, random or text")
+        if (self.sid_init == "text") != bool(self.item_embeddings):
+            raise MinirecError("--sid_init text and --item_embeddings FILE.npy go together; pass both or neither")
         if not 0 <= self.min_lr_ratio < 1 or not 0 < self.adam_beta2 < 1:
             raise MinirecError("--min_lr_ratio must be in [0, 1) and --adam_beta2 in (0, 1)")
         if self.dense and self.template != "sids":
@@ -172,14 +189,18 @@ class SFTConfig(Config):
                 raise MinirecError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.logging_steps <= 0 or (self.num_epochs <= 0 and self.max_steps <= 0):
             raise MinirecError("--logging_steps and --num_epochs (or --max_steps) must be positive")
-        for name in ("lora_dropout", "tiny_attention_dropout"):
+        for name in ("lora_dropout", "tiny_attention_dropout", "tiny_hidden_dropout", "label_smoothing"):
             if not 0 <= getattr(self, name) < 1:
                 raise MinirecError(f"--{name} {getattr(self, name)}: use a probability in [0, 1)")
         only_with(self, ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_rslora", "use_dora"),
                   self.mode in ("lora", "qlora"),
                   f"to LoRA training (--use_lora, --use_qlora or --load_in_8bit), not to {self.mode} training")
-        only_with(self, ("tiny_hidden_size", "tiny_num_layers", "tiny_attention_dropout"), self.base_model == "tiny",
+        only_with(self, ("tiny_hidden_size", "tiny_num_layers", "tiny_attention_dropout", "tiny_hidden_dropout"),
+                  self.base_model == "tiny",
                   f"to --base_model tiny, not {self.base_model}")
+        only_with(self, ("decay_embeddings",), self.weight_decay > 0, "with --weight_decay > 0")
+        # Under PEFT the SID rows bypass the embedding module's hook: the dropout would miss them.
+        only_with(self, ("tiny_hidden_dropout",), self.mode == "full", f"to full fine-tuning, not {self.mode}")
         only_with(self, ("select_rows", "select_beams"), self.select_by == "ranking", "with --select_by ranking")
 
     def output(self):
@@ -190,3 +211,6 @@ class SFTConfig(Config):
             check_deepspeed(config_path(self.deepspeed), self.quantization, weight_decay=self.weight_decay)
         check_output_dir(self.output_dir)
         check_dataset_dir(self.data_dir)
+        if self.item_embeddings and not Path(self.item_embeddings).is_file():
+            raise MinirecError(f"--item_embeddings {self.item_embeddings}: no such file; python -m minirec.sid build "
+                               "writes item_embeddings.npy beside the index")

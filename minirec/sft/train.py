@@ -24,12 +24,13 @@ from minirec.modeling.adapters import trainable_line, upcast_trainable, wrap_mod
 from minirec.modeling.bases import prepare_base
 from minirec.modeling.loading import (add_sid_tokens, init_sid_rows, keep_4bit_trainable, load_base, save_trained,
                                      use_bf16)
-from minirec.modeling.tiny import TinySpec
+from minirec.modeling.tiny import TinySpec, add_hidden_dropout
 from minirec.plots import plot_training
 from minirec.prompts import TITLE_TASKS, build_examples, build_sequence_examples, resolve_tasks
 from minirec.run_info import RunInfo, relative_to_run
 from minirec.sft.config import SFTConfig
 from minirec.sft.trainer import SIDTrainer, Throughput
+from minirec.sid.text import load_item_embeddings
 from minirec.tokenization import CompletionCollator, encode_examples, encode_sequence_examples
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,10 @@ def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
     return ranks
 
 
-def load_for_training(config: SFTConfig, base_path, catalogue):
+def load_for_training(config: SFTConfig, base_path, catalogue, text_embeddings=None):
     """The base with its SID rows, wrapped for ``config.mode`` -> (model, tokenizer).
+
+    ``text_embeddings`` (item id -> vector, for ``--sid_init text``) start the SID rows from text.
 
     On a bf16 GPU the base loads in bf16, trainable weights included: :func:`build_trainer` makes
     those fp32 once the model is on its GPU.
@@ -121,7 +124,14 @@ def load_for_training(config: SFTConfig, base_path, catalogue):
         log.warning("%s on the randomly initialised tiny base learns little: the frozen base knows "
                     "nothing. Use full fine-tuning for tiny, or a pretrained --base_model.", config.mode)
     sid_ids = add_sid_tokens(model, tokenizer, catalogue.sid_tokens())
-    init_sid_rows(model, sid_ids, config.sid_init)
+    if text_embeddings is not None:
+        from minirec.modeling.text_init import init_text_rows
+
+        init_text_rows(model, sid_ids, catalogue.sid_tokens(), catalogue, text_embeddings, seed=config.seed)
+    else:
+        init_sid_rows(model, sid_ids, config.sid_init)
+    if config.tiny_hidden_dropout > 0:
+        add_hidden_dropout(model, config.tiny_hidden_dropout)
     model = wrap_model(
         model, config.mode, sid_ids, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout, lora_target_modules=config.lora_target_modules,
@@ -140,7 +150,7 @@ def build_trainer(config: SFTConfig, model, args, **kwargs) -> SIDTrainer:
     rank). The Trainer builds its optimizer only in ``train()``, so the optimizer holds the fp32
     weights.
     """
-    trainer = SIDTrainer(model=model, args=args, **kwargs)
+    trainer = SIDTrainer(model=model, args=args, decay_embeddings=config.decay_embeddings, **kwargs)
     upcast_trainable(trainer.model, under_deepspeed=bool(config_path(config.deepspeed)))
     return trainer
 
@@ -163,6 +173,7 @@ def _training_args(config: SFTConfig, out: Path, micro: int, accumulation: int):
         adam_beta2=config.adam_beta2,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
+        label_smoothing_factor=config.label_smoothing,
         eval_strategy="steps" if by_steps else "epoch",
         save_strategy="steps" if by_steps else "epoch",
         eval_steps=config.eval_steps if by_steps else None,
@@ -205,6 +216,10 @@ def train(config: SFTConfig) -> dict:
     tasks = resolve_tasks(config.tasks, catalogue, config.template)
     if config.dense and tasks != ("next_sid",):
         raise MinirecError("--dense True trains the next_sid task alone; pass --tasks next_sid")
+    text_embeddings = None
+    if config.sid_init == "text":  # checked before the model loads
+        items = list(catalogue.sids)
+        text_embeddings = dict(zip(items, load_item_embeddings(config.item_embeddings, items)))
     set_seed(config.seed)
 
     with _removed_on_failure(out):
@@ -217,7 +232,7 @@ def train(config: SFTConfig) -> dict:
         with args.main_process_first(local=True, desc="base model"):  # rank 0 builds tiny, the others reuse it
             base_path = prepare_base(config.base_model, out, catalogue, spec,
                                      with_titles=bool(TITLE_TASKS & set(tasks)))
-        model, tokenizer = load_for_training(config, base_path, catalogue)
+        model, tokenizer = load_for_training(config, base_path, catalogue, text_embeddings)
     print(trainable_line(model), flush=True)
 
     train_rows = data.split("train")[: config.max_train_rows or None]

@@ -8,7 +8,8 @@
   a model to decode with. Processes split the rows (``rank_fn`` gathers them); ``eval_rank_seconds``
   times the search.
 * No weight decay on embedding rows (the Trainer exempts only biases and norms): decaying the
-  rarely-seen SID rows pulls them towards zero between their updates.
+  rarely-seen SID rows pulls them towards zero between their updates (``decay_embeddings=True``
+  decays them too, for the ablation).
 * :class:`Throughput` adds samples/s and non-padding tokens/s to every log line.
 """
 
@@ -20,10 +21,11 @@ from minirec.metrics import ranking_metrics
 
 
 class SIDTrainer(Trainer):
-    def __init__(self, *args, rank_fn=None, **kwargs):
+    def __init__(self, *args, rank_fn=None, decay_embeddings=False, **kwargs):
         """``rank_fn(model) -> list of ranks`` (None when the target is missing), or None."""
         super().__init__(*args, **kwargs)
         self.rank_fn = rank_fn
+        self.decay_embeddings = decay_embeddings
 
     def evaluation_loop(self, *args, metric_key_prefix="eval", **kwargs):
         output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
@@ -39,6 +41,8 @@ class SIDTrainer(Trainer):
         return output
 
     def get_decay_parameter_names(self, model) -> list[str]:
+        if self.decay_embeddings:
+            return super().get_decay_parameter_names(model)
         embeddings = {id(model.get_input_embeddings().weight)}
         if model.get_output_embeddings() is not None:
             embeddings.add(id(model.get_output_embeddings().weight))

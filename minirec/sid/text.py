@@ -212,3 +212,36 @@ def embed_items(items: dict, encoder: str = DEFAULT_ENCODER, cache=None, max_cha
             np.save(f, vectors)
         write_json(sidecar, {**meta, "dim": int(vectors.shape[1])})
     return ids, vectors
+
+
+def load_item_embeddings(path, item_ids) -> np.ndarray:
+    """An ``--item_embeddings`` array: one finite, non-zero row per item of ``item_ids`` (catalogue
+    order: index.json's, which :func:`embed_items` keeps for an index built here), or a one-line
+    error. Its sidecar ``<path>.json``, when present, must name the same item ids."""
+    if not Path(path).is_file():
+        raise MinirecError(f"--item_embeddings {path}: no such file")
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise MinirecError(f"--item_embeddings {path}: not a .npy array ({e})")
+    if emb.ndim != 2 or not np.issubdtype(emb.dtype, np.number):
+        raise MinirecError(f"--item_embeddings {path}: expected a 2-D numeric array (items x dim), got {emb.dtype} "
+                           f"of shape {emb.shape}")
+    if emb.shape[0] != len(item_ids):
+        raise MinirecError(f"{path}: {emb.shape[0]} rows but the catalogue has {len(item_ids)} items")
+    sidecar = Path(path).with_name(Path(path).name + ".json")
+    if sidecar.is_file():
+        try:
+            recorded = json.loads(sidecar.read_text()).get("item_ids_sha256")
+        except (json.JSONDecodeError, AttributeError):
+            recorded = None
+        if recorded and recorded != _sha256(item_ids):
+            raise MinirecError(f"{path}: its rows are for other item ids (or another order) than the catalogue's "
+                               "(index.json); recompute the embeddings")
+    emb = emb.astype(np.float64)
+    for bad, what in ((~np.isfinite(emb).all(axis=1), "NaN or inf"), (~emb.any(axis=1), "only zeros")):
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            raise MinirecError(f"{path}: {rows.size} row(s) hold {what} (first: row {rows[0]}, item "
+                               f"{item_ids[rows[0]]!r}); recompute the embeddings")
+    return emb
