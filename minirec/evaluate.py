@@ -60,7 +60,8 @@ class EvalConfig(Config):
     repeat_prior: float = 0.0
     """Add the shown history items with score log(exp(model score) + this x the item's re-purchase
     rate in the train split): items people re-buy join the list, others stay where the model put
-    them; 0 = off. Choose it on valid with bench/repeat_bonus.py (scripts/evaluate.sh: 0.5)."""
+    them; 0 = off. Choose it on valid with bench/repeat_bonus.py --priors. The default --output_dir
+    is the same with or without it: pass another one to keep both evaluations."""
     merge_weights: bool = False
     """Merge an adapter into its base before decoding (faster; the same ranking up to rounding)."""
     trust_remote_code: bool = False

@@ -30,17 +30,40 @@ def test_script_flags(tmp_path, script, expected, absent):
     assert "--seed 7" in line and line.endswith("--max_steps 1")
 
 
-@pytest.mark.parametrize("data, smoothing", [("data/Industrial_and_Scientific", "0"),  # 36,259 train rows
-                                             ("data/Office_Products", "0.1")])  # 7,648: under 20,000
-def test_sft_full_sizes_label_smoothing_by_train_rows(tmp_path, data, smoothing):
+@pytest.mark.parametrize("data, epochs", [("data/Industrial_and_Scientific", 8),  # 36,259 train rows
+                                          ("data/Office_Products", 16)])  # 7,648: under 20,000
+def test_sft_full_sizes_itself_by_train_rows_and_starts_sid_rows_from_text(tmp_path, data, epochs):
     env = {**os.environ, "PYTHON": _fake_python(tmp_path)}
     run = subprocess.run(["bash", "scripts/sft_full.sh", f"DATA={data}"], cwd=ROOT, text=True, capture_output=True,
                          env=env, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert f"--label_smoothing {smoothing} " in run.stdout and f"--data_dir {data} " in run.stdout
-    override = subprocess.run(["bash", "scripts/sft_full.sh", f"DATA={data}", "LABEL_SMOOTHING=0.2"], cwd=ROOT,
+    assert f"--num_epochs {epochs} " in run.stdout and f"--data_dir {data} " in run.stdout
+    assert f"--sid_init text --item_embeddings {data}/item_embeddings.npy " in run.stdout
+    override = subprocess.run(["bash", "scripts/sft_full.sh", f"DATA={data}", "EPOCHS=3", "SID_INIT=auto"], cwd=ROOT,
                               text=True, capture_output=True, env=env, timeout=60)
-    assert "--label_smoothing 0.2 " in override.stdout
+    assert "--num_epochs 3 " in override.stdout and "--sid_init auto " in override.stdout
+    assert "--item_embeddings" not in override.stdout
+
+
+def test_sft_full_rule_on_other_data_and_bases(tmp_path):
+    env = {**os.environ, "PYTHON": _fake_python(tmp_path)}
+
+    def flags(*args):
+        run = subprocess.run(["bash", "scripts/sft_full.sh", *args], cwd=ROOT, text=True, capture_output=True,
+                             env=env, timeout=60)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    own = tmp_path / "own"  # a CSV dataset dir of 100 rows, no item_embeddings.npy
+    own.mkdir()
+    (own / "train.csv").write_text("header\n" + "row\n" * 100)
+    (own / "train_partial.inter").write_text("row\n" * 50000)  # not read when train.csv exists: not counted
+    out = flags(f"DATA={own}")
+    assert "--num_epochs 16 " in out and "--sid_init auto " in out and "--item_embeddings" not in out
+    out = flags(f"DATA={own}", "ITEM_EMBEDDINGS=/e.npy")
+    assert "--sid_init text --item_embeddings /e.npy " in out
+    out = flags("DATA=data/Office_Products", "BASE_MODEL=/models/qwen")  # pretrained: the tiny rule stays off
+    assert "--num_epochs 8 " in out and "--sid_init auto " in out
 
 
 def _fake_python(tmp_path):

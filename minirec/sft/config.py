@@ -52,8 +52,9 @@ class SFTConfig(Config):
     or "text": each token's row from the text embeddings of the items carrying it (--item_embeddings;
     minirec.modeling.text_init says how)."""
     item_embeddings: str = ""
-    """For --sid_init text: .npy of item text embeddings, one row per item of item.json in its order
-    (python -m minirec.sid build caches it as item_embeddings.npy beside the index)."""
+    """For --sid_init text: .npy of item text embeddings, one row per catalogue item in index.json's
+    order (python -m minirec.sid build caches it as item_embeddings.npy beside the index; the bundled
+    datasets ship one)."""
     trust_remote_code: bool = False
     """Allow a local checkpoint's own modelling code to run. Off unless you trust it."""
 
@@ -99,7 +100,8 @@ class SFTConfig(Config):
     decay pulls a rarely-seen row towards zero between its updates."""
     label_smoothing: float = 0.0
     """Label smoothing of the next-token loss (the Trainer's label_smoothing_factor), spread
-    over the whole vocabulary."""
+    over the whole vocabulary, computed in the logits' dtype (bf16 on a bf16 GPU); the valid loss
+    is smoothed too, so compare --select_by loss runs only at the same smoothing."""
     adam_beta2: float = 0.999
     """AdamW beta2; 0.98 adapts faster in short runs with rare tokens."""
     min_lr_ratio: float = 0.0
