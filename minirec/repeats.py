@@ -29,10 +29,12 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+
 from minirec.errors import MinirecError
 
-# torch and the decoding modules load inside history_scores: the config checks and the pure-Python
-# rerank stay cheap to import (minirec.recommend validates its flags before anything heavy loads).
+# torch and the decoding modules load inside history_scores: the config checks and the rerank (numpy
+# only) stay cheap to import (minirec.recommend validates its flags before anything heavy loads).
 
 
 def check_repeat_options(bonus: float, decay: float, prior: float = 0.0) -> None:
@@ -178,16 +180,12 @@ def rerank_with_history(ranked, hist_scores, histories, bonus, decay=1.0, prior=
         for sid, score in exact.items():
             if sid not in age:
                 raise ValueError(f"{sid} has a history score but is not in the row's history")
-            if prior and rates(sid) > 0:
-                score = _logaddexp(score, math.log(prior * rates(sid)))
+            weight = prior * rates(sid) if prior else 0.0
+            if weight > 0:
+                score = float(np.logaddexp(score, math.log(weight)))
             scores[sid] = score + bonus * decay ** age[sid]
         out.append(sorted(scores.items(), key=lambda kv: -kv[1])[: len(row)])
     return out
-
-
-def _logaddexp(a: float, b: float) -> float:
-    high = max(a, b)
-    return high + math.log1p(math.exp(-abs(a - b)))
 
 
 def add_history_items(model, tokenizer, catalogue, histories, ranked, template, max_history, batch_size,

@@ -177,7 +177,8 @@ def test_bench_grid_matches_evaluate(trained_run, tmp_path):
     assert json.loads((tmp_path / "g.json").read_text())["grid"] == out["grid"] and out["repeat_rows"] == 2
     grid = {(g["prior"], g["bonus"]): g for g in out["grid"]}
     assert len(grid) == 4 and grid[50.0, 0.0]["HR@10_repeat"] > grid[0.0, 0.0]["HR@10_repeat"]
-    for row, metrics in zip((grid[0.0, 0.0], grid[0.0, 2.0], grid[50.0, 0.0]), (plain, boosted, prior)):  # one decode, reranked: what evaluate.py reports
+    # one decode, reranked: what evaluate.py reports
+    for row, metrics in zip((grid[0.0, 0.0], grid[0.0, 2.0], grid[50.0, 0.0]), (plain, boosted, prior)):
         for key in ("HR@10", "NDCG@10", "HR@10_repeat", "NDCG@10_new"):
             assert row[key] == pytest.approx(metrics[key]), key
     assert out["max_score_diff_vs_beam"] < 1e-4

@@ -5,10 +5,11 @@ A SID token is a residual-quantization code: ``<a_12>`` stands for the items who
 on. So each token's row starts at the mean *residual* of the items that carry it, level by level
 (the first level's rows are the mean text embedding of their items; the next level's are the mean
 of what the first left over), whatever index built the SIDs. The rows are then mapped to the
-model's width by a fixed random Gaussian projection (any width; it keeps distances roughly when the width is not much below the embedding's)
-and, level by level, centred and scaled to the spread of a fresh row (``initializer_range``), so
-only their directions carry text. The output rows (tied, or an untied LM head's) start there too: items with similar text
-start with similar logits. A level with a single token gets a zero row (nothing to tell apart).
+model's width by a fixed random Gaussian projection (any width; it keeps distances roughly when
+the width is not much below the embedding's) and, level by level, centred and scaled to the
+spread of a fresh row (``initializer_range``), so only their directions carry text. The output
+rows (tied, or an untied LM head's) start there too: items with similar text start with similar
+logits. A level with a single token gets a zero row (nothing to tell apart).
 """
 
 import numpy as np
@@ -54,6 +55,8 @@ def init_text_rows(model, token_ids, tokens, catalogue, embeddings: dict, seed: 
     """Set the SID rows (``token_ids``, one per token of ``tokens``) of the input embedding, and of
     an untied LM head, to :func:`text_rows`."""
     std = getattr(model.config, "initializer_range", 0.02)
+    by_width = {}  # an untied head of the same width gets the same rows, computed once
     for w in _sid_matrices(model):
-        rows = text_rows(catalogue, embeddings, tokens, w.shape[1], std, seed)
-        w[torch.as_tensor(list(token_ids), device=w.device)] = rows.to(w.device, w.dtype)
+        if w.shape[1] not in by_width:
+            by_width[w.shape[1]] = text_rows(catalogue, embeddings, tokens, w.shape[1], std, seed)
+        w[torch.as_tensor(list(token_ids), device=w.device)] = by_width[w.shape[1]].to(w.device, w.dtype)

@@ -96,8 +96,7 @@ def add_hidden_dropout(model, p: float) -> list:
             return (F.dropout(output[0], p, True),) + output[1:]
         return F.dropout(output, p, True)
 
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    modules = [inner.get_input_embeddings()]
-    for layer in inner.model.layers:
+    modules = [model.get_input_embeddings()]  # a plain model: sft.py allows this for full fine-tuning only
+    for layer in model.model.layers:
         modules += [layer.self_attn, layer.mlp]
     return [m.register_forward_hook(drop) for m in modules]
