@@ -157,21 +157,45 @@ def _decoder_for(model):
 
 
 def _in_chunks(decode, prompts, width, vocab_size, max_rows):
-    """``decode`` over whole-prompt chunks of at most ``max_rows`` rows (prompts x ``width``)."""
+    """``decode(chunk, start)`` over whole-prompt chunks of at most ``max_rows`` rows (prompts x
+    ``width``); ``start`` is the chunk's first prompt index."""
     per_call = max(1, (max_rows or default_max_rows(vocab_size, width)) // width)
-    return [row for start in range(0, len(prompts), per_call) for row in decode(prompts[start : start + per_call])]
+    return [row for start in range(0, len(prompts), per_call)
+            for row in decode(prompts[start : start + per_call], start)]
 
 
 @torch.no_grad()
 def constrained_beam_search(model, prompts, trie: SIDTrie, num_beams: int, pad_token_id: int,
-                            max_rows: int | None = None) -> list[list[Beam]]:
+                            max_rows: int | None = None, prefix_scores=None) -> list[list[Beam]]:
     """Top-``num_beams`` catalogue SIDs for each tokenized prompt, best first.
-    ``max_rows``: prompts x beams decoded at once (default :func:`default_max_rows`)."""
-    return _in_chunks(lambda chunk: _beam_search(model, chunk, trie, num_beams, pad_token_id),
-                      prompts, num_beams, trie.vocab_size, max_rows)
+    ``max_rows``: prompts x beams decoded at once (default :func:`default_max_rows`).
+
+    ``prefix_scores(start, end)`` (optional) -> ``(subtree, terminal)``, each [end - start, nodes + 2]:
+    a score per trie node for prompts[start:end] (:class:`minirec.teacher.PrefixScores`). A
+    candidate prefix then ranks by its summed log-probability plus its node's ``subtree`` score
+    (an ending SID: its ``terminal`` score), at every step, so the beam keeps prefixes the
+    model alone would prune; a finished SID's score is that sum. None: the model alone."""
+    def decode(chunk, start):
+        bonus = prefix_scores(start, start + len(chunk)) if prefix_scores is not None else None
+        return _beam_search(model, chunk, trie, num_beams, pad_token_id, bonus)
+
+    return _in_chunks(decode, prompts, num_beams, trie.vocab_size, max_rows)
 
 
-def _beam_search(model, prompts, trie, K, pad_token_id):
+def _node_bonus(trie, logp, gen, tables, n):
+    """[rows, C]: each allowed candidate's node score (``tables``' subtree score of the child it
+    reaches; for EOS, the terminal score of the row's node); 0 where the trie forbids it."""
+    subtree, terminal = tables
+    rows, cols = torch.isfinite(logp).nonzero(as_tuple=True)
+    state = trie.states(gen)[rows]
+    prompt = rows // n
+    eos = cols == len(trie.columns) - 1
+    child = trie.step(state, trie.columns[cols])
+    node_score = torch.where(eos, terminal[prompt, state], subtree[prompt, child])
+    return torch.zeros_like(logp).index_put_((rows, cols), node_score)
+
+
+def _beam_search(model, prompts, trie, K, pad_token_id, tables=None):
     B, eos, C = len(prompts), trie.eos_token_id, len(trie.columns)
     dec = _decoder_for(model)(model, prompts, trie, K, pad_token_id)
     device = dec.logits.device
@@ -181,17 +205,23 @@ def _beam_search(model, prompts, trie, K, pad_token_id):
     rows = torch.arange(B, device=device)[:, None]
     for step in range(trie.max_depth + 1):
         n = scores.shape[1]  # beams per prompt now: at most K (one at first, shared-prefix decoder)
-        cand = dec.column_logp().view(B, n, C).add_(scores[:, :, None]).view(B, n * C)
-        top_scores, top_idx = cand.topk(min(2 * K, n * C), dim=-1)
+        logp = dec.column_logp()
+        cand = logp.view(B, n, C).add_(scores[:, :, None]).view(B, n * C)  # the model's summed log-probability
+        if tables is None:
+            ranked = cand
+        else:  # the prefix's node score joins the ranking; the model's own sum is what a beam carries on
+            ranked = cand + _node_bonus(trie, logp, dec.gen, tables, n).view(B, n * C)
+        top_ranked, top_idx = ranked.topk(min(2 * K, n * C), dim=-1)
+        top_scores = cand.gather(1, top_idx) if tables is not None else top_ranked
         origin, token = top_idx // C, trie.columns[top_idx % C]
-        valid = torch.isfinite(top_scores)
+        valid = torch.isfinite(top_ranked)
         is_eos = valid & (token == eos)
 
         rank = torch.arange(top_idx.shape[1], device=device).expand_as(top_idx)
         fb, fj = (is_eos & (rank < K)).nonzero(as_tuple=True)
         if len(fb):
             prefixes = dec.gen[fb * n + origin[fb, fj]].tolist()
-            for b, prefix, score in zip(fb.tolist(), prefixes, top_scores[fb, fj].tolist()):
+            for b, prefix, score in zip(fb.tolist(), prefixes, top_ranked[fb, fj].tolist()):
                 finished[b].append(Beam(tuple(prefix), score))
 
         live = valid & ~is_eos
@@ -218,7 +248,7 @@ def constrained_sample(model, prompts, trie: SIDTrie, num_samples: int, pad_toke
     ``max_rows`` as in :func:`constrained_beam_search`."""
     if temperature <= 0:
         raise ValueError("temperature must be > 0 for sampling; use beam search for deterministic rollouts")
-    return _in_chunks(lambda chunk: _sample(model, chunk, trie, num_samples, pad_token_id, temperature, generator),
+    return _in_chunks(lambda chunk, _: _sample(model, chunk, trie, num_samples, pad_token_id, temperature, generator),
                       prompts, num_samples, trie.vocab_size, max_rows)
 
 

@@ -83,15 +83,30 @@ class SIDTrie:
         """Trie state of each row after its generated tokens ``[B, t]`` -> ``[B]``."""
         state = torch.zeros(generated.shape[0], dtype=torch.long, device=generated.device)
         for j in range(generated.shape[1]):
-            tok = generated[:, j]
-            local = self.to_local[tok.clamp(0, self.vocab_size - 1)]
-            key = state * self.width + local
-            idx = torch.searchsorted(self.edge_keys, key).clamp(max=len(self.edge_keys) - 1)
-            found = (self.edge_keys[idx] == key) & (local >= 0) & (state < self.num_nodes)
-            is_eos = tok == self.eos_token_id
-            ended = (is_eos & self.allows_eos[state]) | ((state == self.DONE) & (is_eos | (tok == self.pad_token_id)))
-            state = torch.where(found, self.edge_child[idx], torch.where(ended, self.DONE, self.DEAD))
+            state = self.step(state, generated[:, j])
         return state
+
+    def step(self, state: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+        """The state after token ``tok`` in state ``state`` (elementwise, any shape)."""
+        local = self.to_local[tok.clamp(0, self.vocab_size - 1)]
+        key = state * self.width + local
+        idx = torch.searchsorted(self.edge_keys, key.contiguous()).clamp(max=len(self.edge_keys) - 1)
+        found = (self.edge_keys[idx] == key) & (local >= 0) & (state < self.num_nodes)
+        is_eos = tok == self.eos_token_id
+        ended = (is_eos & self.allows_eos[state]) | ((state == self.DONE) & (is_eos | (tok == self.pad_token_id)))
+        return torch.where(found, self.edge_child[idx], torch.where(ended, self.DONE, self.DEAD))
+
+    def node_path(self, tokens) -> list[int]:
+        """The nodes a SID's token ids pass through, after each token (the last ends the SID)."""
+        state, path = torch.zeros(1, dtype=torch.long, device=self.edge_keys.device), []
+        for tok in tokens:
+            state = self.step(state, torch.tensor([tok], device=state.device))
+            if int(state) >= self.num_nodes:
+                raise ValueError(f"token ids {list(tokens)} are not a SID of this trie")
+            path.append(int(state))
+        if not bool(self.allows_eos[path[-1]]):
+            raise ValueError(f"token ids {list(tokens)} are a prefix, not a SID, of this trie")
+        return path
 
     def allowed_mask(self, generated: torch.Tensor) -> torch.Tensor:
         """Boolean ``[B, vocab]``: which tokens may come next for each row."""

@@ -32,13 +32,26 @@ def build_trie(model, tokenizer, catalogue) -> SIDTrie:
     return SIDTrie.from_catalogue(catalogue, tokenizer, model_vocab_size(model)).to(device)
 
 
+def cf_guidance(teacher, tokenizer, catalogue, trie, weight: float):
+    """A :class:`minirec.teacher.PrefixScores` for ``rank_sids(cf=...)``: the teacher on the trie's device."""
+    from minirec.teacher import PrefixScores
+
+    def token_ids(sid):  # as SIDTrie.from_catalogue maps a SID
+        return tokenizer.convert_tokens_to_ids(list(catalogue.sids[catalogue.items_by_sid[sid][0]]))
+
+    teacher.to(trie.edge_keys.device)
+    return PrefixScores(teacher, catalogue, trie, token_ids, weight)
+
+
 @torch.no_grad()
 def rank_sids(model, tokenizer, catalogue, histories, template="compact", max_history=10,
-              num_beams=50, batch_size=16, trie=None, progress=True):
+              num_beams=50, batch_size=16, trie=None, progress=True, cf=None):
     """For each history: up to ``num_beams`` (SID string, score) pairs, best first.
 
     Prompts are batched in order of length, so a batch encodes and attends to little padding.
     Each row is decoded independently, so the batching does not change any result.
+    ``cf``: a :class:`minirec.teacher.PrefixScores` built on ``trie`` (CF-guided decoding: the
+    teacher scores each history, all of it, and its weighted prefix scores join every step).
     """
     trie = trie or build_trie(model, tokenizer, catalogue)
     was_training = model.training
@@ -50,8 +63,9 @@ def rank_sids(model, tokenizer, catalogue, histories, template="compact", max_hi
         for start in tqdm(range(0, len(order), batch_size), desc=f"beam search (K={num_beams})",
                           disable=not progress):
             chunk = order[start : start + batch_size]
+            tables = None if cf is None else (lambda s, e, c=chunk: cf.tables([histories[i] for i in c[s:e]]))
             beams = constrained_beam_search(model, [prompts[i] for i in chunk], trie, num_beams,
-                                            tokenizer.pad_token_id)
+                                            tokenizer.pad_token_id, prefix_scores=tables)
             for i, row in zip(chunk, beams):
                 results[i] = [(decode_sid(tokenizer, b.tokens), b.score) for b in row]
     finally:

@@ -6,7 +6,9 @@ Writes ``predictions.jsonl``, ``metrics.json`` and ``metrics.png`` (atomically) 
 ``--output_dir`` (default ``<model_path>/eval_<split>``) and prints a table. Under
 ``torchrun --nproc_per_node N`` the rows are sharded across processes and the merged metrics
 equal a single-process run's (each row is decoded independently). ``--repeat_bonus`` adds each
-row's history items to its list with their exact scores plus a bonus (:mod:`minirec.repeats`).
+row's history items to its list with their exact scores plus a bonus (:mod:`minirec.repeats`);
+``--cf_model DIR --cf_weight W`` fuses a collaborative teacher into every beam step
+(:mod:`minirec.teacher`).
 """
 
 import logging
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from minirec.config import Config
 from minirec.data import load_dataset
-from minirec.decoding import rank_sids
+from minirec.decoding import build_trie, cf_guidance, rank_sids
 from minirec.distributed import process_device, to_process_device
 from minirec.data.readers import SPLITS
 from minirec.errors import MinirecError
@@ -24,6 +26,7 @@ from minirec.io import write_json, write_jsonl
 from minirec.metrics import DEFAULT_KS, format_table, rank_of, ranking_metrics, split_metrics_by_repeat
 from minirec.repeats import add_history_items, check_repeat_options, repeat_rates
 from minirec.run_info import RUN_FILE, RunInfo
+from minirec.teacher import check_cf_options, check_teacher_dir, load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,12 @@ class EvalConfig(Config):
     rate in the train split): items people re-buy join the list, others stay where the model put
     them; 0 = off. Choose it on valid with bench/repeat_bonus.py --priors. The default --output_dir
     is the same with or without it: pass another one to keep both evaluations."""
+    cf_model: str = ""
+    """A collaborative teacher: a python -m minirec.baselines sasrec output dir trained on this run's
+    catalogue. With --cf_weight W, every beam step ranks a prefix by the model's log-probability plus W
+    x the teacher's (CF-guided decoding); "" = the model alone."""
+    cf_weight: float | None = None
+    """W of --cf_model, >= 0 (0 = the model's ranking exactly); choose it on valid with bench/cf_weight.py."""
     merge_weights: bool = False
     """Merge an adapter into its base before decoding (faster; the same ranking up to rounding)."""
     trust_remote_code: bool = False
@@ -73,6 +82,7 @@ class EvalConfig(Config):
         if self.num_beams <= 0 or self.batch_size <= 0 or self.max_rows < 0 or self.max_history < 0:
             raise MinirecError("--num_beams and --batch_size must be positive, --max_rows and --max_history >= 0")
         check_repeat_options(self.repeat_bonus, self.repeat_decay, self.repeat_prior)
+        check_cf_options(self.cf_model, self.cf_weight)
         if self.repeat_prior and self.split == "train":
             raise MinirecError("--repeat_prior on --split train: the re-purchase rates come from the train split, so "
                                "each row would count its own target; evaluate valid or test")
@@ -83,6 +93,8 @@ class EvalConfig(Config):
 
     def check_paths(self) -> None:
         RunInfo.read(self.model_path)  # a finished run, checked before the output's lock makes any dir
+        if self.cf_model:
+            check_teacher_dir(self.cf_model)
         if self.output_dir and (Path(self.output_dir) / RUN_FILE).exists():
             raise MinirecError(f"--output_dir {self.output_dir} holds a run (run.json); its metrics.json would be "
                                "overwritten: pass another dir")
@@ -121,6 +133,7 @@ def main(config: EvalConfig) -> dict:
     data = load_dataset(config.data_dir or run.data_dir, splits=(split, "train") if config.repeat_prior else (split,))
     run.check_index(data.catalogue)
     catalogue = data.catalogue
+    teacher = load_teacher(config.cf_model, catalogue) if config.cf_model else None
     model, tokenizer, run = load_trained(model_path, trust_remote_code=config.trust_remote_code)
     if config.merge_weights and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -132,15 +145,18 @@ def main(config: EvalConfig) -> dict:
         log.warning("--max_history %d: the longest %s history holds %d items, so every prompt shows all of it",
                     shown, split, longest)
     rates = repeat_rates(data.split("train"), catalogue, shown) if config.repeat_prior else None
+    trie, cf = build_trie(model, tokenizer, catalogue), None
+    if teacher is not None and config.cf_weight:  # W 0: the model alone, exactly
+        cf = cf_guidance(teacher, tokenizer, catalogue, trie, config.cf_weight)
 
     started = time.perf_counter()
     with state.split_between_processes(rows) as mine:  # contiguous shares, in rank order
         histories = [r.history for r in mine]
         ranked = rank_sids(model, tokenizer, catalogue, histories, run.template, shown,
-                           num_beams, config.batch_size, progress=state.is_main_process)
+                           num_beams, config.batch_size, trie=trie, progress=state.is_main_process, cf=cf)
         ranked = add_history_items(model, tokenizer, catalogue, histories, ranked, run.template, shown,
                                    config.batch_size, config.repeat_bonus, config.repeat_decay,
-                                   config.repeat_prior, rates)  # 0 and 0: unchanged
+                                   config.repeat_prior, rates, cf)  # 0 and 0: unchanged
     ranked = gather_object(ranked)  # every share, in rank order: the rows' order
     if not state.is_main_process:
         return {}
@@ -163,6 +179,7 @@ def main(config: EvalConfig) -> dict:
         "rows": len(rows), "split": split, "num_beams": num_beams, "model_path": str(model_path), "max_history": shown,
         "repeat_bonus": config.repeat_bonus, "repeat_decay": config.repeat_decay, "repeat_prior": config.repeat_prior,
         **({"repeat_rates": rates.describe()} if rates else {}), "longest_history": longest,
+        "cf_weight": config.cf_weight or 0.0, **({"cf_model": teacher.describe()} if teacher else {}),
         "wall_seconds": round(seconds, 2), "seconds_per_1000_rows": round(1000 * seconds / len(rows), 2),
         "processes": state.num_processes,
     }

@@ -73,6 +73,11 @@ class RecommendConfig(Config):
     repeat_prior: float = 0.0
     """Add the history's items with score log(exp(model score) + this x the item's re-purchase rate
     in the train split of --data_dir (default: the run's dataset dir)); 0 = off. See evaluate.py."""
+    cf_model: str = ""
+    """A collaborative teacher (a python -m minirec.baselines sasrec output dir on this run's catalogue)
+    fused into every beam step with weight --cf_weight; see evaluate.py."""
+    cf_weight: float | None = None
+    """W of --cf_model, >= 0 (0 = the model alone); choose it on valid with bench/cf_weight.py."""
     sep: str = ","
     """Separator of --history entries; use "|" when titles contain commas."""
     merge_weights: bool = False
@@ -93,6 +98,10 @@ class RecommendConfig(Config):
         if not self.sep:
             raise MinirecError("--sep is empty; use , or |")
         check_repeat_options(self.repeat_bonus, self.repeat_decay, self.repeat_prior)
+        if self.cf_model or self.cf_weight is not None:  # torch loads only for these flags
+            from minirec.teacher import check_cf_options
+
+            check_cf_options(self.cf_model, self.cf_weight)
         if self.interactive and self.history:
             raise MinirecError("--history and --interactive True exclude each other; give one")
         if not self.interactive and not self.history.strip():
@@ -114,7 +123,12 @@ def main(config: RecommendConfig) -> None:
     history, top_k, sep = config.history, config.top_k, config.sep
     if not config.interactive:
         resolve_history(history, catalogue, sep)  # a typo is reported before the model loads
-    from minirec.decoding import build_trie, rank_sids
+    teacher = None
+    if config.cf_model:
+        from minirec.teacher import load_teacher
+
+        teacher = load_teacher(config.cf_model, catalogue)
+    from minirec.decoding import build_trie, cf_guidance, rank_sids
     from minirec.distributed import to_process_device
     from minirec.modeling.loading import load_trained
 
@@ -123,14 +137,15 @@ def main(config: RecommendConfig) -> None:
         model = model.merge_and_unload()
     to_process_device(model)  # this rank's GPU, or the CPU
     trie = build_trie(model, tokenizer, catalogue)
+    cf = cf_guidance(teacher, tokenizer, catalogue, trie, config.cf_weight) if teacher and config.cf_weight else None
 
     def answer(hist):
         items = [tuple(resolve_history(hist, catalogue, sep))]
         recs = rank_sids(model, tokenizer, catalogue, items, run.template, run.max_history,
-                         num_beams=config.num_beams or top_k, batch_size=1, trie=trie, progress=False)
+                         num_beams=config.num_beams or top_k, batch_size=1, trie=trie, progress=False, cf=cf)
         recs = add_history_items(model, tokenizer, catalogue, items, recs, run.template, run.max_history, 1,
                                  config.repeat_bonus, config.repeat_decay, config.repeat_prior,
-                                 rates)[0]  # bonus and prior 0: unchanged
+                                 rates, cf)[0]  # bonus and prior 0: unchanged
         return format_recommendations(recs[:top_k], catalogue)
 
     if not config.interactive:

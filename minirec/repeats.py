@@ -89,9 +89,16 @@ def repeat_rates(rows, catalogue, max_history, smoothing=1.0) -> RepeatRates:
 
 def history_scores(model, tokenizer, catalogue, histories, template="compact", max_history=10,
                    batch_size=16) -> list[dict[str, float]]:
-    """For each history: {SID: the beam's score of that SID} over the shown history's distinct SIDs.
+    """For each history: {SID: the beam's score of that SID} over the shown history's distinct SIDs."""
+    wanted = [list(dict.fromkeys(history_sids(h, catalogue, max_history))) for h in histories]
+    return sid_scores(model, tokenizer, catalogue, histories, wanted, template, max_history, batch_size)
 
-    ``batch_size`` prompts go through the model together, each with one sequence per history
+
+def sid_scores(model, tokenizer, catalogue, histories, wanted, template="compact", max_history=10,
+               batch_size=16) -> list[dict[str, float]]:
+    """For each history: {SID: the beam's score of that SID} over its ``wanted`` SIDs (a list per row).
+
+    ``batch_size`` prompts go through the model together, each with one sequence per wanted
     SID (prompt + SID); fewer when their [SID tokens + EOS] x vocabulary log-probabilities would
     exceed the beam's per-tensor cap.
     """
@@ -104,7 +111,6 @@ def history_scores(model, tokenizer, catalogue, histories, template="compact", m
     model.eval()
     device = next(model.parameters()).device
     prompts = encode_prompts(tokenizer, [next_sid_prompt(h, catalogue, template, max_history) for h in histories])
-    wanted = [list(dict.fromkeys(history_sids(h, catalogue, max_history))) for h in histories]
     tokens = {}  # SID string -> token ids, as SIDTrie.from_catalogue maps them
     for sids in wanted:
         for sid in sids:
@@ -189,10 +195,15 @@ def rerank_with_history(ranked, hist_scores, histories, bonus, decay=1.0, prior=
 
 
 def add_history_items(model, tokenizer, catalogue, histories, ranked, template, max_history, batch_size,
-                      bonus, decay=1.0, prior=0.0, rates=None) -> list[list[tuple[str, float]]]:
-    """:func:`history_scores` then :func:`rerank_with_history`: what evaluate.py and recommend call."""
+                      bonus, decay=1.0, prior=0.0, rates=None, cf=None) -> list[list[tuple[str, float]]]:
+    """:func:`history_scores` then :func:`rerank_with_history`: what evaluate.py and recommend call.
+    ``cf`` (CF-guided decoding's :class:`minirec.teacher.PrefixScores`): each history SID's exact score
+    is the fused beam's, the model's plus the teacher's weighted log-probability, before the prior."""
     if bonus == 0 and prior == 0:
         return [list(row) for row in ranked]
     exact = history_scores(model, tokenizer, catalogue, histories, template, max_history, batch_size)
+    if cf is not None:
+        teacher = cf.sid_scores(histories, catalogue)
+        exact = [{sid: score + fused[sid] for sid, score in row.items()} for row, fused in zip(exact, teacher)]
     shown = [history_sids(h, catalogue, max_history) for h in histories]
     return rerank_with_history(ranked, exact, shown, bonus, decay, prior, rates)

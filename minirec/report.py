@@ -29,9 +29,14 @@ BASELINES = ("popularity", "recent_popular", "sasrec")
 @dataclass
 class ReportConfig(Config):
     runs: str = ""
-    """Comma-separated run dirs (SFT, then RL, ...), each evaluated with evaluate.py on --split."""
+    """Comma-separated run dirs (SFT, then RL, ...), each evaluated with evaluate.py on --split (its
+    <run>/eval_<split>), or evaluation dirs (evaluate.py --output_dir: they hold metrics.json)."""
     names: str = ""
-    """Comma-separated display names for --runs (default: the dir names)."""
+    """Comma-separated display names for --runs (default: the dir names). Each row's name then says
+    what its evaluation recorded: a re-purchase prior, CF-guided decoding and its weight."""
+    stages: str = ""
+    """Optional tab-separated file of "stage<TAB>seconds" lines (scripts/pipeline.sh writes one): a
+    table of the wall time of each stage and their total."""
     baselines: str = ""
     """Dir holding <name>/metrics.json of python -m minirec.baselines runs (optional)."""
     split: str = "test"
@@ -57,6 +62,30 @@ def _read(path: Path) -> dict:
 def _items(value: str) -> list[str]:
     """A comma list -> its non-empty entries."""
     return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def evaluation_of(entry: Path, split: str) -> tuple[dict, Path]:
+    """(metrics, run dir) of a --runs entry: an evaluation dir, or a run dir evaluated on ``split``."""
+    own = entry / "metrics.json"
+    if own.is_file() and not (entry / "run.json").is_file():  # an evaluation dir, not a run
+        m = _read(own)
+        if m.get("split") != split:
+            raise MinirecError(f"{own}: an evaluation of {m.get('split')!r}, not of --split {split}")
+        return m, Path(m.get("model_path", entry))
+    return _read(entry / f"eval_{split}" / "metrics.json"), entry
+
+
+def decoding_label(m: dict) -> str:
+    """What an evaluation added to the plain beam, in words, from its metrics.json."""
+    parts = []
+    if m.get("cf_weight"):
+        teacher = Path(m.get("cf_model", {}).get("path", "")).name or "a teacher"
+        parts.append(f"CF-guided decoding ({teacher}, W {m['cf_weight']:g})")
+    if m.get("repeat_prior"):
+        parts.append(f"re-purchase prior {m['repeat_prior']:g}")
+    if m.get("repeat_bonus"):
+        parts.append(f"repeat bonus {m['repeat_bonus']:g} x {m.get('repeat_decay', 1):g}^age")
+    return f" + {' + '.join(parts)}" if parts else ""
 
 
 class Row(NamedTuple):
@@ -93,7 +122,10 @@ def collect(config: ReportConfig) -> list[Row]:
     names = _items(config.names) or [r.name for r in runs]
     if len(names) != len(runs):
         raise MinirecError(f"--names has {len(names)} entries for {len(runs)} --runs")
-    rows = [Row(n, _read(r / f"eval_{config.split}" / "metrics.json"), r, trained_run(r)) for n, r in zip(names, runs)]
+    rows = []
+    for name, entry in zip(names, runs):
+        m, run = evaluation_of(entry, config.split)
+        rows.append(Row(name + decoding_label(m), m, run, trained_run(run)))
     if config.baselines:
         for b in BASELINES:
             path = Path(config.baselines) / b / "metrics.json"
@@ -115,6 +147,18 @@ def table(rows: list[Row], ks=KS) -> str:
     return "\n".join(lines)
 
 
+def stage_table(path: Path) -> list[str]:
+    """The markdown lines of a "stage<TAB>seconds" file, with the total."""
+    try:
+        stages = [(name, float(sec)) for name, sec in (line.split("\t") for line in read_text(path).splitlines()
+                                                      if line.strip())]
+    except (OSError, ValueError) as e:
+        raise MinirecError(f"--stages {path}: expected stage<TAB>seconds lines ({e.__class__.__name__})")
+    lines = ["## Wall time by stage", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {name} | {sec:.0f} |" for name, sec in stages]
+    return lines + [f"| **total** | **{sum(s for _, s in stages):.0f}** |", ""]
+
+
 def report(**flags) -> None:
     """:func:`main` for Python callers: keyword arguments are the flags of :class:`ReportConfig`."""
     main(ReportConfig.checked(**flags))
@@ -133,6 +177,8 @@ def main(config: ReportConfig) -> None:
             shutil.copyfile(run / "training.png", png)
             parts += [f"## {name}", "", f"`{run}`: {m['rows']} rows, beam {m['num_beams']}, "
                       f"{m['wall_seconds']:.0f} s to decode", "", f"![{name} training]({png.name})", ""]
+    if config.stages:
+        parts += stage_table(Path(config.stages))
     write_text(out, "\n".join(parts))
     print(f"wrote {out}")
 

@@ -62,11 +62,20 @@ def world(tmp_path_factory):
     _write(w / "half_run" / "checkpoint-1" / "trainer_state.json", "{}")
     for name, content in (("run.json", _run_json(data)), ("model.safetensors", b"weights"), ("metrics.json", "{}")):
         _write(w / "finished" / name, content)
+    _teacher(w / "teacher_other", sha="0" * 64)  # a SASRec dir trained on another catalogue
     emb = np.ones((3, 4))
     emb[1, 2] = np.nan
     np.save(w / "nan.npy", emb)
     (w / "cwd").mkdir()
     return w
+
+
+def _teacher(out, sha):
+    from minirec.baselines.sasrec import SASRec, SASRecConfig
+    from minirec.teacher import save_teacher
+
+    config = SASRecConfig(hidden_size=8, num_heads=1, inner_size=8, num_layers=1)
+    save_teacher(SASRec(len(INDEX), config), config, list(INDEX), sha, out)
 
 
 def snapshot(root):
@@ -162,6 +171,23 @@ CASES = [
     ("ranking with samples", RL + ["--beam_search", "False"], "rewards beam ranks, which samples do not have"),
     ("temperature with beams", RL + ["--temperature", "0.7"], "--temperature applies only to sampled rollouts"),
     ("history and interactive", REC + ["--interactive", "true"], "exclude each other"),
+    ("cf weight without teacher", EVAL + ["--cf_weight", "1"], "--cf_weight 1.0 needs --cf_model DIR"),
+    ("cf teacher without weight", EVAL + ["--cf_model", "{w}/teacher_other"], "needs --cf_weight W"),
+    ("cf weight negative", EVAL + ["--cf_model", "{w}/teacher_other", "--cf_weight", "-1"], "finite number >= 0"),
+    ("cf weight nan", EVAL + ["--cf_model", "{w}/teacher_other", "--cf_weight", "nan"], "a finite number"),
+    ("cf teacher missing", EVAL + ["--cf_model", "{w}/nowhere", "--cf_weight", "1"], "no such directory"),
+    ("cf teacher without weights", EVAL + ["--cf_model", "{w}/finished", "--cf_weight", "1"],
+     "no teacher.json and model.safetensors"),
+    ("cf teacher of another catalogue", EVAL + ["--cf_model", "{w}/teacher_other", "--cf_weight", "1"],
+     "trained on another catalogue"),
+    ("recommend cf teacher of another catalogue", REC + ["--cf_model", "{w}/teacher_other", "--cf_weight", "1"],
+     "trained on another catalogue"),
+    ("recommend cf weight alone", REC + ["--cf_weight", "0.5"], "needs --cf_model DIR"),
+    ("rl cf reward without teacher", RL + ["--reward_type", "ranking,cf:0.5"], "cf needs --cf_model DIR"),
+    ("rl teacher without cf reward", RL + ["--cf_model", "{w}/teacher_other"], "applies only with a cf reward"),
+    ("rl cf teacher of another catalogue", RL + ["--reward_type", "ranking,cf:0.5", "--cf_model", "{w}/teacher_other",
+                                                "--num_generations", "2"],
+     "trained on another catalogue"),
     ("rqvae epochs", BUILD + ["--rqvae_epochs", "5"], "--rqvae_epochs applies only to --method rqvae"),
     ("min_rating on sequences", PREPARE + ["--sequences", "{w}/seq.json", "--min_rating", "3"], "needs rated events"),
 ]

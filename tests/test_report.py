@@ -37,3 +37,26 @@ def test_the_table_says_what_each_system_trained(tmp_path, capsys):
     assert rows["sasrec"] == ["1 epoch, kept epoch 1", "500"]
     assert rows["popularity"] == ["counts on train", "500"]
     assert "| minirec SFT | SFT 2 epochs" in capsys.readouterr().out
+
+
+def test_row_names_say_what_each_evaluation_recorded(tmp_path):
+    """A row's label comes from its metrics.json (prior, teacher, weight), never from the command."""
+    rl = run_dir(tmp_path / "rl", "rl", {"steps": 24, "kept_step": 0})
+    write(rl / "eval_test_aided" / "metrics.json",
+          {**METRICS, "split": "test", "model_path": str(rl), "repeat_prior": 0.25, "cf_weight": 1.5,
+           "cf_model": {"path": "out/baselines/sasrec", "index_sha256": "0"}})
+    write(rl / "eval_valid_x" / "metrics.json", {**METRICS, "split": "valid", "model_path": str(rl)})
+    (tmp_path / "stages.tsv").write_text("SFT\t350\nRL\t120\n")
+    report(runs=f"{rl},{rl / 'eval_test_aided'}", names="minirec SFT+RL,minirec SFT+RL",
+           out=str(tmp_path / "report.md"), stages=str(tmp_path / "stages.tsv"))
+    text = (tmp_path / "report.md").read_text()
+    rows = [line.split(" | ")[0].strip("| ") for line in text.splitlines() if line.startswith("| minirec")]
+    assert rows == ["minirec SFT+RL",
+                    "minirec SFT+RL + CF-guided decoding (sasrec, W 1.5) + re-purchase prior 0.25"]
+    assert "| SFT | 350 |" in text and "| **total** | **470** |" in text
+    import pytest
+
+    from minirec.errors import MinirecError
+
+    with pytest.raises(MinirecError, match="an evaluation of 'valid', not of --split test"):
+        report(runs=str(rl / "eval_valid_x"), out=str(tmp_path / "r2.md"))

@@ -44,7 +44,8 @@ class SASRecConfig(Config):
     split: str = "valid,test"
     """Held-out split(s) to report with the restored best model, comma-separated."""
     output_dir: str = "out/baselines/sasrec"
-    """Where metrics.json goes."""
+    """Where metrics.json, the best weights (model.safetensors) and teacher.json go: the dir that
+    evaluate.py --cf_model and rl.py --cf_model load as a collaborative teacher."""
     max_train_rows: int = 0
     """Train on the first N train rows only (0 = all); for smoke runs."""
     max_eval_rows: int = 0

@@ -1,5 +1,6 @@
 """Train SASRec on the train split, stop early on valid HR@10 + NDCG@10, restore the best
-epoch, and score the requested splits with the baselines' SID metrics.
+epoch, score the requested splits with the baselines' SID metrics, and save the best weights
+(model.safetensors + teacher.json: the teacher that CF-guided decoding and RL load).
 
 One epoch = one pass over the training sequences in a seeded random order, full-softmax
 cross-entropy on the labelled positions only (so each train row weighs the same), AdamW at
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from minirec.baselines.sasrec import IGNORE, SASRec, SASRecConfig, history_batch, item_index, training_examples
 from minirec.baselines.scoring import parse_splits, ranked_sids, score, write_report
 from minirec.data import load_dataset
+from minirec.teacher import save_teacher
 
 log = logging.getLogger(__name__)
 
@@ -110,4 +112,6 @@ def run(config: SASRecConfig) -> dict:
                 catalogue, config, generator)
     train["params"] = sum(p.numel() for p in model.parameters())
     results = {s: evaluate_split(model, held_out[s], ids, catalogue, config) for s in splits}
+    # the best epoch's weights, so the model serves as a teacher (minirec.teacher); metrics.json last
+    save_teacher(model, config, list(ids), catalogue.index_sha256, config.output_dir)
     return write_report("sasrec", config.output_dir, data, results, train=train, config=vars(config))

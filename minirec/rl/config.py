@@ -7,7 +7,7 @@ from minirec.config import Config, only_with
 from minirec.data.readers import check_dataset_dir
 from minirec.deepspeed_config import check_deepspeed, config_path
 from minirec.errors import MinirecError
-from minirec.rl.rewards import parse_reward_spec
+from minirec.rl.rewards import CF_SCALES, parse_reward_spec
 from minirec.run_info import RunInfo, check_output_dir
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
@@ -66,6 +66,12 @@ class RLConfig(Config):
     """rule, ranking, ranking_only, prefix, semantic, or weighted sums like rule:1,prefix:0.5."""
     item_embeddings: str = ""
     """.npy of item text embeddings (catalogue order), for the semantic reward."""
+    cf_model: str = ""
+    """The collaborative teacher of the cf reward: a python -m minirec.baselines sasrec output dir
+    trained on the SFT run's catalogue. It scores each rollout from the prompt's history only."""
+    cf_reward_scale: str = "logp"
+    """The cf reward's value: logp (the teacher's log-probability of the SID), share (its probability
+    renormalised over the group's G SIDs) or rank (1/log2(2 + its rank by the teacher in the group))."""
 
     # --- GRPO (passed to TRL) -----------------------------------------------------------
     beta: float = 1e-3
@@ -181,6 +187,11 @@ class RLConfig(Config):
             raise MinirecError("--reward_type semantic needs --item_embeddings FILE.npy (one row per catalogue item)")
         if self.item_embeddings and "semantic" not in rewards:
             raise MinirecError("--item_embeddings only applies with a semantic reward (--reward_type semantic, ...)")
+        if "cf" in rewards and not self.cf_model:
+            raise MinirecError("--reward_type cf needs --cf_model DIR (a python -m minirec.baselines sasrec output dir)")
+        only_with(self, ("cf_model", "cf_reward_scale"), "cf" in rewards, "with a cf reward (--reward_type ranking,cf:W)")
+        if self.cf_reward_scale not in CF_SCALES:
+            raise MinirecError(f"--cf_reward_scale {self.cf_reward_scale!r}: choose one of {', '.join(CF_SCALES)}")
 
     def output(self):
         return "--output_dir", self.output_dir
@@ -192,6 +203,10 @@ class RLConfig(Config):
         check_output_dir(self.output_dir)
         if self.data_dir:
             check_dataset_dir(self.data_dir)
+        if self.cf_model:
+            from minirec.teacher import check_teacher_dir
+
+            check_teacher_dir(self.cf_model)
 
 
 def fsdp_requested(fsdp=None) -> bool:

@@ -14,6 +14,10 @@ of ``num_generations`` completions, as TRL's sampler lays them out.
 * ``prefix``: the fraction of leading SID levels that match the target (partial credit).
 * ``semantic``: cosine similarity of item text embeddings (``--item_embeddings`` .npy,
   rows aligned with the catalogue order).
+* ``cf``: a collaborative teacher's score of each rollout SID (``--cf_model``, a saved SASRec;
+  :mod:`minirec.teacher`), from the prompt's history only, never the target: every group gets
+  rewards that vary, including the groups whose rollouts miss the target. ``--cf_reward_scale``
+  says which score (:class:`CFReward`).
 """
 
 import math
@@ -24,7 +28,8 @@ from minirec.errors import MinirecError
 from minirec.sid.catalogue import split_sid
 from minirec.sid.text import load_item_embeddings
 
-REWARD_TYPES = ("rule", "ranking", "ranking_only", "prefix", "semantic")
+REWARD_TYPES = ("rule", "ranking", "ranking_only", "prefix", "semantic", "cf")
+CF_SCALES = ("logp", "share", "rank")
 
 
 def _sid(completion: str) -> str:
@@ -103,6 +108,50 @@ class SemanticReward:
         return out
 
 
+class CFReward:
+    """The teacher's score of each completion's SID given the row's history (``history``: the
+    history's item ids, space-separated, one entry per completion, as the dataset column holds it).
+
+    ``scale`` (GRPO then normalises each group's summed rewards by their std):
+
+    * ``logp``: log p_CF(SID | history), the teacher's log-probability of the SID's collision group;
+    * ``share``: p_CF renormalised over the group's G SIDs (in [0, 1], summing to 1): the teacher's
+      preference among what the policy proposed, blind to how unlikely all of them are;
+    * ``rank``: 1 / log2(2 + the SID's rank among the group's G by p_CF): the NDCG gain of the
+      teacher's order, bounded like the ranking reward's penalties.
+    """
+
+    __name__ = "cf_reward"
+
+    def __init__(self, teacher, catalogue, scale: str = "logp"):
+        if scale not in CF_SCALES:
+            raise MinirecError(f"--cf_reward_scale {scale!r}: choose one of {', '.join(CF_SCALES)}")
+        self.teacher, self.catalogue, self.scale = teacher, catalogue, scale
+
+    def __call__(self, completions, history, beam_rank, **_):
+        groups = _groups(beam_rank)
+        tables = self.teacher.sid_logp([str(history[g[0]]).split() for g in groups], self.catalogue)
+        out = [0.0] * len(completions)
+        for group, table in zip(groups, tables):
+            if any(history[i] != history[group[0]] for i in group):
+                raise ValueError("cf reward: a group's completions carry different histories")
+            logp = [table[_sid(completions[i])] for i in group]
+            if self.scale == "logp":
+                values = logp
+            elif self.scale == "share":
+                top = max(logp)
+                weights = [math.exp(v - top) for v in logp]
+                values = [w / sum(weights) for w in weights]
+            else:
+                order = sorted(range(len(logp)), key=lambda j: -logp[j])
+                values = [0.0] * len(logp)
+                for r, j in enumerate(order):
+                    values[j] = 1 / math.log2(r + 2)
+            for i, v in zip(group, values):
+                out[i] = v
+        return out
+
+
 def parse_reward_spec(spec: str):
     """``"ranking"`` or ``"rule:1,prefix:0.5"`` -> [(name, weight), ...]."""
     parts = [p.strip() for p in str(spec).split(",") if p.strip()]
@@ -129,12 +178,17 @@ def parse_reward_spec(spec: str):
     return out
 
 
-def build_rewards(spec, catalogue, num_generations, item_embeddings=""):
-    """-> (reward functions, weights) for ``GRPOTrainer``."""
+def build_rewards(spec, catalogue, num_generations, item_embeddings="", teacher=None, cf_scale="logp"):
+    """-> (reward functions, weights) for ``GRPOTrainer``; ``teacher`` (a :class:`minirec.teacher.CFTeacher`)
+    for the ``cf`` reward."""
     funcs, weights = [], []
     for name, weight in parse_reward_spec(spec):
         if name == "semantic":
             funcs.append(SemanticReward(catalogue, item_embeddings))
+        elif name == "cf":
+            if teacher is None:
+                raise MinirecError("--reward_type cf needs --cf_model DIR (a python -m minirec.baselines sasrec dir)")
+            funcs.append(CFReward(teacher, catalogue, cf_scale))
         elif name in ("ranking", "ranking_only"):
             funcs.append(RankingReward(num_generations, with_rule=name == "ranking"))
         else:

@@ -35,9 +35,9 @@ class SIDRollout:
 
     def __init__(self, tokenizer, trie, num_generations, beam_search=True, temperature=1.0, add_target=False,
                  refill_pool=None, refill_rounds=2, group_rewards=None, seed=0):
-        """``refill_pool`` = (prompts, target SIDs) turns dynamic sampling on; it then needs
-        ``group_rewards(completions, targets, beam_rank) -> rewards``, the weighted reward that
-        TRL will compute, to tell which groups carry signal."""
+        """``refill_pool`` = (prompts, target SIDs, histories) turns dynamic sampling on; it then needs
+        ``group_rewards(completions, targets, beam_rank, histories) -> rewards``, the weighted reward
+        that TRL will compute, to tell which groups carry signal."""
         if refill_pool is not None and group_rewards is None:
             raise ValueError("dynamic sampling needs group_rewards to tell which groups' rewards vary")
         self.tokenizer, self.trie, self.G = tokenizer, trie, num_generations
@@ -59,20 +59,21 @@ class SIDRollout:
                                         self.temperature)  # the global RNG, which the Trainer checkpoints
         return [[b.tokens for b in beams] for beams in groups]
 
-    def informative(self, sequences, target) -> bool:
+    def informative(self, sequences, target, history=None) -> bool:
         """Whether a group of G rollouts gets rewards that are not all equal (a non-zero advantage)."""
         if len(sequences) < self.G:
             return False
         completions = self.tokenizer.batch_decode([list(s) for s in sequences[: self.G]], skip_special_tokens=True)
-        rewards = self.group_rewards(completions, [target] * self.G, list(range(self.G)))
+        rewards = self.group_rewards(completions, [target] * self.G, list(range(self.G)), [history] * self.G)
         return max(rewards) - min(rewards) > 1e-9
 
-    def _refill(self, model, sequences, group_prompts, group_targets):
+    def _refill(self, model, sequences, group_prompts, group_targets, group_histories):
         """Replace the groups whose rewards do not vary by pool prompts whose rewards do (in place)."""
-        empty = [g for g, (s, t) in enumerate(zip(sequences, group_targets)) if not self.informative(s, t)]
+        empty = [g for g, (s, t, h) in enumerate(zip(sequences, group_targets, group_histories))
+                 if not self.informative(s, t, h)]
         self.stats["groups"] += len(sequences)
         self.stats["zero_std_before"] += len(empty)
-        prompts, targets = self.refill_pool
+        prompts, targets, histories = self.refill_pool
         order = torch.randperm(len(prompts), generator=self.rng).tolist()  # no prompt twice in a step
         for _ in range(self.refill_rounds):
             if not empty or not order:
@@ -80,9 +81,10 @@ class SIDRollout:
             draw, order = order[: 2 * len(empty)], order[2 * len(empty):]
             ids = encode_prompts(self.tokenizer, [prompts[i] for i in draw])
             for i, cand_ids, seqs in zip(draw, ids, self._rollouts(model, ids)):
-                if empty and self.informative(seqs, targets[i]):
+                if empty and self.informative(seqs, targets[i], histories[i]):
                     g = empty.pop(0)
                     sequences[g], group_prompts[g], group_targets[g] = seqs, cand_ids, targets[i]
+                    group_histories[g] = histories[i]
                     self.stats["refilled"] += 1
         self.stats["zero_std_after"] += len(empty)
 
@@ -125,12 +127,14 @@ class SIDRollout:
         if (self.add_target or self.refill_pool) and targets is None:
             raise MinirecError("target-aware rollouts need the SIDGRPOTrainer (it passes the targets along)")
         group_targets = [targets[s] for s in starts] if targets is not None else None
+        histories = getattr(trainer, "rollout_histories", None) or [None] * n
+        group_histories = [histories[s] for s in starts]
         with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
             was_training = model.training
             model.eval()
             sequences = self._rollouts(model, group_prompts)
             if self.refill_pool:
-                self._refill(model, sequences, group_prompts, group_targets)
+                self._refill(model, sequences, group_prompts, group_targets, group_histories)
             model.train(was_training)
         if self.add_target:
             self._add_targets(sequences, group_targets)
@@ -144,6 +148,7 @@ class SIDRollout:
             completion_ids.append(list(sequences[group][positions[i]]) + [self.tokenizer.eos_token_id])
         out = {"prompt_ids": [list(group_prompts[g]) for g in row_group], "completion_ids": completion_ids,
                "logprobs": None, "beam_rank": positions}
-        if self.refill_pool:  # the rewards must score the replacement prompts' targets
+        if self.refill_pool:  # the rewards must score the replacement prompts' targets and histories
             out["target_sid"] = [group_targets[g] for g in row_group]
+            out["history"] = [group_histories[g] for g in row_group]
         return out

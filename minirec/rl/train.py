@@ -30,6 +30,7 @@ from minirec.prompts import next_sid_prompt
 from minirec.rl.config import RLConfig, fsdp_requested
 from minirec.rl.rewards import build_rewards
 from minirec.run_info import RunInfo, relative_to_run
+from minirec.teacher import load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,10 @@ def planned_evaluations(config: RLConfig, prompts: int) -> int:
 def weighted_reward(funcs, weights):
     """The reward TRL will give each completion (its weighted sum), for dynamic sampling's filter."""
 
-    def score(completions, targets, beam_rank):
+    def score(completions, targets, beam_rank, history):
         total = [0.0] * len(completions)
         for func, weight in zip(funcs, weights):
-            values = func(completions=completions, target_sid=targets, beam_rank=beam_rank)
+            values = func(completions=completions, target_sid=targets, beam_rank=beam_rank, history=history)
             total = [t + weight * v for t, v in zip(total, values)]
         return total
 
@@ -153,7 +154,9 @@ def train(config: RLConfig) -> dict:
     if config.num_generations > len(catalogue.items_by_sid):
         raise MinirecError(f"--num_generations {config.num_generations} exceeds the {len(catalogue.items_by_sid)} "
                            "distinct catalogue SIDs")
-    funcs, weights = build_rewards(config.reward_type, catalogue, config.num_generations, config.item_embeddings)
+    teacher = load_teacher(config.cf_model, catalogue) if config.cf_model else None
+    funcs, weights = build_rewards(config.reward_type, catalogue, config.num_generations, config.item_embeddings,
+                                   teacher, config.cf_reward_scale)
     if config.deepspeed and single_process_group():
         log.info("--deepspeed without a launcher: running as a single process (rank 0 of 1)")
     tokenizer = AutoTokenizer.from_pretrained(config.model_path, trust_remote_code=config.trust_remote_code)
@@ -165,6 +168,7 @@ def train(config: RLConfig) -> dict:
     train_ds = Dataset.from_dict({
         "prompt": [next_sid_prompt(r.history, catalogue, run.template, run.max_history) for r in rows],
         "target_sid": [catalogue.sid(r.target) for r in rows],
+        "history": [" ".join(r.history) for r in rows],  # what the cf reward's teacher sees (never the target)
     })
     # prompts_per_step is global: each rank rolls out whole groups of G (one beam search per
     # group), and the same prompts in the same order for any process count.
@@ -188,7 +192,7 @@ def train(config: RLConfig) -> dict:
         raise MinirecError("--dynamic_sampling True does not run under FSDP (processes make different numbers of "
                            "generate calls, which hangs its collectives); use DDP or DeepSpeed")
     trie = build_trie(model, tokenizer, catalogue).to(process_device())  # where the Trainer puts the policy
-    pool = (train_ds["prompt"], train_ds["target_sid"]) if config.dynamic_sampling else None
+    pool = (train_ds["prompt"], train_ds["target_sid"], train_ds["history"]) if config.dynamic_sampling else None
     rollout = SIDRollout(tokenizer, trie, config.num_generations, config.beam_search, config.temperature,
                          config.add_target, refill_pool=pool, refill_rounds=config.refill_rounds,
                          group_rewards=weighted_reward(funcs, weights), seed=config.seed + rank())

@@ -1,7 +1,7 @@
 """TRL's GRPOTrainer, with what minirec's rollouts need to see, and the Sibling-GRPO term.
 
 TRL hands ``rollout_func`` the prompts only; :class:`SIDGRPOTrainer` passes the batch's
-``target_sid`` column along, which target-in-group and dynamic sampling need (a prompt's text
+``target_sid`` and ``history`` columns along, which target-in-group and dynamic sampling need (a prompt's text
 cannot stand for its target: the same history has different targets).
 
 With ``sibling_weight > 0`` it adds V-STAR's sibling loss (:mod:`minirec.rl.sibling`) to TRL's.
@@ -21,6 +21,7 @@ class SIDGRPOTrainer(GRPOTrainer):
     and which adds ``sibling_weight`` x the Sibling-GRPO loss when that is > 0."""
 
     rollout_targets: list | None = None
+    rollout_histories: list | None = None
 
     def __init__(self, *args, sibling_weight: float = 0.0, **kwargs):
         self.sibling_weight = sibling_weight
@@ -30,10 +31,11 @@ class SIDGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         self.rollout_targets = [x.get("target_sid") for x in inputs]
+        self.rollout_histories = [x.get("history") for x in inputs]
         try:
             output = super()._generate_and_score_completions(inputs)
         finally:
-            self.rollout_targets = None
+            self.rollout_targets = self.rollout_histories = None
         if self.sibling_weight > 0:
             output["sibling_advantages"] = self._sibling_advantages(output)
         self._step_rewards = None

@@ -20,7 +20,7 @@ def sids(catalogue):
 
 
 def rollout_with(tokenizer, funcs, weights, **kw):
-    return SIDRollout(tokenizer, trie=None, num_generations=4, refill_pool=([], []),
+    return SIDRollout(tokenizer, trie=None, num_generations=4, refill_pool=([], [], []),
                       group_rewards=weighted_reward(funcs, weights), **kw)
 
 
@@ -48,7 +48,7 @@ def test_a_group_is_kept_when_its_rewards_vary(tiny_model, sids):
 def test_replacements_are_drawn_without_replacement_within_a_step(tiny_model, sids):
     _, tok, _ = tiny_model
     target, _, other, far = sids
-    pool = ([f"prompt {i}" for i in range(5)], [target] * 5)
+    pool = ([f"prompt {i}" for i in range(5)], [target] * 5, ["1 2"] * 5)
     rollout = SIDRollout(tok, None, 4, refill_pool=pool, refill_rounds=8,
                          group_rewards=weighted_reward([rule_reward], [1.0]))
     drawn = []
@@ -59,7 +59,7 @@ def test_replacements_are_drawn_without_replacement_within_a_step(tiny_model, si
 
     rollout._rollouts = never_hit
     sequences = [ids(tok, [other] + far)] * 2
-    rollout._refill(None, sequences, [[1], [2]], [target, target])
+    rollout._refill(None, sequences, [[1], [2]], [target, target], ["3", "4"])
     assert sorted(drawn) == sorted(pool[0])  # all 5 tried once each, none twice (8 rounds allowed)
     assert rollout.pop_stats() == {"frac_zero_std_before_refill": 1.0, "frac_groups_refilled": 0.0,
                                    "frac_zero_std_after_refill": 1.0}
@@ -76,7 +76,7 @@ def test_logged_fractions_pool_every_process_and_skip_the_evaluation_line(tiny_m
     from minirec.rl import callbacks
 
     _, tok, _ = tiny_model
-    rollout = SIDRollout(tok, None, 4, refill_pool=([], []), group_rewards=lambda *a: [0.0])
+    rollout = SIDRollout(tok, None, 4, refill_pool=([], [], []), group_rewards=lambda *a: [0.0])
     rollout.stats.update(groups=8, zero_std_before=8, refilled=6, zero_std_after=2)  # this process
     other = torch.tensor([8, 0, 0, 0, 0])  # another process: 8 groups, all informative
 

@@ -290,3 +290,25 @@ def test_kl_grows_from_zero_and_the_reference_stays_frozen(sft_runs, tmp_path, m
     # (TRL computes the reference's log-probs without gradients; what matters is that it never moves)
     assert all(torch.equal(ref[n].detach().cpu(), sft[n]) for n in sft if n in ref)
     assert any(not torch.equal(policy[n].detach().cpu(), sft[n]) for n in sft if n in policy)
+
+
+def test_full_grpo_with_a_collaborative_teacher(sft_runs, tmp_path):
+    """ranking + cf with dynamic sampling: the teacher gives every group varying rewards, so no
+    group is left without signal, and a replacement prompt carries its own history to the reward."""
+    from minirec.baselines import sasrec_train
+    from minirec.baselines.sasrec import SASRecConfig
+
+    teacher = tmp_path / "sasrec"
+    sasrec_train.run(SASRecConfig(data_dir=str(INDUSTRIAL), output_dir=str(teacher), max_epochs=1, max_train_rows=2000,
+                                  max_eval_rows=20, split="valid", hidden_size=16, num_heads=1, inner_size=16,
+                                  num_layers=1))
+    metrics = train(RLConfig(model_path=str(sft_runs / "full"), output_dir=str(tmp_path / "cf"),
+                             reward_type="ranking,cf:0.5", cf_model=str(teacher), cf_reward_scale="share",
+                             dynamic_sampling=True, **{**RL, "max_steps": 2}))
+    logs = [h for h in metrics["log_history"] if "frac_reward_zero_std" in h]
+    assert logs and all(h["frac_reward_zero_std"] == 0.0 for h in logs)
+    assert all(h["frac_zero_std_before_refill"] == 0.0 for h in metrics["log_history"]
+               if "frac_zero_std_before_refill" in h)
+    assert any("rewards/cf_reward/mean" in h for h in metrics["log_history"])
+    run = json.loads((tmp_path / "cf" / "run.json").read_text())
+    assert run["config"]["cf_model"] == str(teacher)
