@@ -3,7 +3,7 @@ and the paper's rows, from evaluations already on disk; rewrites its block in do
 
     python bench/quality.py --split test \
         --sft runs/sft_s42,runs/sft_s43,runs/sft_s44 --rl runs/rl_s42,runs/rl_s43,runs/rl_s44 \
-        --sft_prior runs/sft_s42/eval_test_prior,... \
+        --evals "runs/sft_s42/eval_test_prior,...;runs/sft_s42/eval_test_cf,..." \
         --sasrec runs/baselines/sasrec_s42,... --heuristics runs/baselines
 
 Each minirec run needs ``<run>/eval_<split>/metrics.json`` (``evaluate.py``); each baseline dir
@@ -15,9 +15,13 @@ and the block between the ``<!-- quality:<dataset>:begin/end -->`` markers of do
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout, no install needed
+
+from minirec.report import decoding_label  # noqa: E402
 COLS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "HR@50", "MRR")
 # MiniOneRec paper, Table 1 (test split; ../shared/data/README.md). HR@1/@50 and MRR not published.
 PAPER = {
@@ -57,6 +61,12 @@ def _cell(v):
     return f"{v:.4f}"
 
 
+def _stage_name(run: Path) -> str:
+    """The row name of a run, from the stage its run.json records."""
+    stage = json.loads((run / "run.json").read_text()).get("stage", "sft")
+    return "minirec SFT+RL" if stage == "rl" else "minirec SFT"
+
+
 def collect(a):
     rows = []
     for name, spec in (("minirec SFT", a.sft), ("minirec SFT+RL", a.rl)):
@@ -64,13 +74,15 @@ def collect(a):
         if runs:
             ms = [json.loads((r / f"eval_{a.split}" / "metrics.json").read_text()) for r in runs]
             rows.append((name, _mean_std(ms), [str(r) for r in runs]))
-    if a.sft_prior:  # evaluation dirs: evaluate.py --repeat_prior W --output_dir ...
-        dirs = _runs(a.sft_prior)
+    for group in filter(None, a.evals.split(";")):  # evaluation dirs (evaluate.py --output_dir), one per seed
+        dirs = _runs(group)
         ms = [json.loads((d / "metrics.json").read_text()) for d in dirs]
-        priors = sorted({m.get("repeat_prior") for m in ms})
-        if len(priors) != 1 or not priors[0]:
-            raise SystemExit(f"--sft_prior: the evaluations must share one non-zero --repeat_prior, got {priors}")
-        rows.append((f"minirec SFT + re-purchase prior (W {priors[0]:g})", _mean_std(ms), [str(d) for d in dirs]))
+        if any(m.get("split") != a.split for m in ms):
+            raise SystemExit(f"--evals {group}: not all are evaluations of {a.split}")
+        names = sorted({_stage_name(Path(m["model_path"])) + decoding_label(m) for m in ms})
+        if len(names) != 1:
+            raise SystemExit(f"--evals {group}: the evaluations differ in what they recorded: {names}")
+        rows.append((names[0], _mean_std(ms), [str(d) for d in dirs]))
     if a.sasrec:
         runs = _runs(a.sasrec)
         rows.append(("SASRec (ours, CE over all items)",
@@ -100,7 +112,8 @@ def main():
     p.add_argument("--split", default="test")
     p.add_argument("--sft", default="", help="comma-separated evaluated SFT runs (one per seed)")
     p.add_argument("--rl", default="", help="comma-separated evaluated RL runs (one per seed)")
-    p.add_argument("--sft_prior", default="", help="comma-separated eval dirs of the SFT runs with --repeat_prior")
+    p.add_argument("--evals", default="", help="';'-separated groups of comma-separated evaluation dirs (one per "
+                   "seed, e.g. with --repeat_prior or --cf_model); each group's row is named from what they recorded")
     p.add_argument("--sasrec", default="", help="comma-separated SASRec baseline dirs (one per seed)")
     p.add_argument("--heuristics", default="", help="dir holding popularity/ and recent_popular/")
     p.add_argument("--results", default=str(ROOT / "docs" / "RESULTS.md"))

@@ -102,6 +102,13 @@ class SFTConfig(Config):
     """Label smoothing of the next-token loss (the Trainer's label_smoothing_factor), spread
     over the whole vocabulary, computed in the logits' dtype (bf16 on a bf16 GPU); the valid loss
     is smoothed too, so compare --select_by loss runs only at the same smoothing."""
+    cf_model: str = ""
+    """A collaborative teacher to distil (a python -m minirec.baselines sasrec output dir trained on
+    this catalogue), with weight --cf_distill; "" = none."""
+    cf_distill: float = 0.0
+    """Share A in (0, 1] of the teacher's soft targets in the loss: (1 - A) x cross-entropy + A x the
+    cross-entropy against the teacher's next-SID-token distribution after the true prefix, at every
+    SID token (minirec/sft/distill.py). next_sid rows only (--dense True or --tasks next_sid)."""
     adam_beta2: float = 0.999
     """AdamW beta2; 0.98 adapts faster in short runs with rare tokens."""
     min_lr_ratio: float = 0.0
@@ -204,6 +211,10 @@ class SFTConfig(Config):
         # Under PEFT the SID rows bypass the embedding module's hook: the dropout would miss them.
         only_with(self, ("tiny_hidden_dropout",), self.mode == "full", f"to full fine-tuning, not {self.mode}")
         only_with(self, ("select_rows", "select_beams"), self.select_by == "ranking", "with --select_by ranking")
+        if bool(self.cf_model) != (self.cf_distill != 0):
+            raise MinirecError("--cf_model DIR and --cf_distill A go together (distilling a teacher); pass both or neither")
+        if self.cf_model and not 0 < self.cf_distill <= 1:
+            raise MinirecError(f"--cf_distill {self.cf_distill}: must be in (0, 1] (the soft targets' share of the loss)")
 
     def output(self):
         return "--output_dir", self.output_dir
@@ -213,6 +224,10 @@ class SFTConfig(Config):
             check_deepspeed(config_path(self.deepspeed), self.quantization, weight_decay=self.weight_decay)
         check_output_dir(self.output_dir)
         check_dataset_dir(self.data_dir)
+        if self.cf_model:
+            from minirec.teacher import check_teacher_dir
+
+            check_teacher_dir(self.cf_model)
         if self.item_embeddings and not Path(self.item_embeddings).is_file():
             raise MinirecError(f"--item_embeddings {self.item_embeddings}: no such file; python -m minirec.sid build "
                                "writes item_embeddings.npy beside the index")

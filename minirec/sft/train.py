@@ -29,8 +29,10 @@ from minirec.plots import plot_training
 from minirec.prompts import TITLE_TASKS, build_examples, build_sequence_examples, resolve_tasks
 from minirec.run_info import RunInfo, relative_to_run
 from minirec.sft.config import SFTConfig
+from minirec.sft.distill import DistillCollator, target_histories
 from minirec.sft.trainer import SIDTrainer, Throughput
 from minirec.sid.text import load_item_embeddings
+from minirec.teacher import load_teacher
 from minirec.tokenization import CompletionCollator, encode_examples, encode_sequence_examples
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,17 @@ def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
         return _across_processes(decode, rows)
 
     return ranks
+
+
+def _distiller(config: SFTConfig, teacher, model, tokenizer, catalogue):
+    from minirec.decoding import build_trie
+    from minirec.sft.distill import Distiller
+
+    def token_ids(sid):
+        return tokenizer.convert_tokens_to_ids(list(catalogue.sids[catalogue.items_by_sid[sid][0]]))
+
+    return Distiller(teacher, catalogue, build_trie(model, tokenizer, catalogue).to("cpu"), token_ids,
+                     config.cf_distill)
 
 
 def load_for_training(config: SFTConfig, base_path, catalogue, text_embeddings=None):
@@ -220,6 +233,9 @@ def train(config: SFTConfig) -> dict:
     if config.sid_init == "text":  # checked before the model loads
         items = list(catalogue.sids)
         text_embeddings = dict(zip(items, load_item_embeddings(config.item_embeddings, items)))
+    if config.cf_model and not config.dense and tasks != ("next_sid",):
+        raise MinirecError("--cf_model distils next-SID targets only: pass --dense True or --tasks next_sid")
+    teacher = load_teacher(config.cf_model, catalogue) if config.cf_model else None  # before the model loads
     set_seed(config.seed)
 
     with _removed_on_failure(out):
@@ -239,10 +255,17 @@ def train(config: SFTConfig) -> dict:
     valid_rows = data.split("valid")[: config.max_valid_rows or None]
     if config.dense:
         sequences = build_sequence_examples(user_sequences(train_rows), catalogue, config.max_history)
-        train_ds = _dataset(encode_sequence_examples(tokenizer, sequences))
+        encoded = encode_sequence_examples(tokenizer, sequences)
     else:
         train_examples = build_examples(train_rows, catalogue, tasks, config.template, config.max_history)
-        train_ds = _dataset(encode_examples(tokenizer, train_examples, config.cutoff_len))
+        encoded = encode_examples(tokenizer, train_examples, config.cutoff_len)
+    collator, distiller = CompletionCollator(tokenizer.pad_token_id), None
+    if teacher is not None:  # each train row carries the history of each of its targets
+        distiller = _distiller(config, teacher, model, tokenizer, catalogue)
+        encoded["cf_history"] = distiller.encode_histories(target_histories(
+            user_sequences(train_rows) if config.dense else train_rows, config.dense, config.max_history))
+        collator = DistillCollator(collator, distiller)
+    train_ds = _dataset(encoded)
     valid_examples = build_examples(valid_rows, catalogue, ("next_sid",), config.template, config.max_history)
     valid_ds = _dataset(encode_examples(tokenizer, valid_examples, config.cutoff_len))
     log.info("%d train rows (%s%s), %d valid rows (next_sid)", len(train_ds), ", ".join(tasks),
@@ -251,8 +274,8 @@ def train(config: SFTConfig) -> dict:
     callbacks = _callbacks(config)
     trainer = build_trainer(
         config, model, args, train_dataset=train_ds, eval_dataset=valid_ds,
-        data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=callbacks,
-        rank_fn=_rank_fn(config, tokenizer, catalogue, valid_rows),
+        data_collator=collator, callbacks=callbacks, rank_fn=_rank_fn(config, tokenizer, catalogue, valid_rows),
+        distiller=distiller,
     )
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)

@@ -21,11 +21,25 @@ from minirec.metrics import ranking_metrics
 
 
 class SIDTrainer(Trainer):
-    def __init__(self, *args, rank_fn=None, decay_embeddings=False, **kwargs):
-        """``rank_fn(model) -> list of ranks`` (None when the target is missing), or None."""
+    def __init__(self, *args, rank_fn=None, decay_embeddings=False, distiller=None, **kwargs):
+        """``rank_fn(model) -> list of ranks`` (None when the target is missing), or None.
+        ``distiller``: a :class:`minirec.sft.distill.Distiller` (the teacher's soft targets), or None."""
         super().__init__(*args, **kwargs)
         self.rank_fn = rank_fn
         self.decay_embeddings = decay_embeddings
+        self.distiller = distiller
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The Trainer's loss; with a distiller, mixed with the teacher's soft cross-entropy over the
+        same label-token count (so accumulation scales both alike; minirec.sft.distill)."""
+        extra = {k: inputs.pop(k) for k in ("cf_inputs", "cf_last", "cf_where") if k in inputs}
+        if self.distiller is None or not extra:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        count = num_items_in_batch if num_items_in_batch is not None else (inputs["labels"][:, 1:] != -100).sum()
+        soft = self.distiller.soft_loss_sum(outputs.logits, **extra) / count
+        loss = (1 - self.distiller.weight) * loss + self.distiller.weight * soft
+        return (loss, outputs) if return_outputs else loss
 
     def evaluation_loop(self, *args, metric_key_prefix="eval", **kwargs):
         output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
