@@ -63,11 +63,31 @@ def save_teacher(model: SASRec, config: SASRecConfig, items: list[str], index_sh
                                     "seed": config.seed, "items": list(items)})
 
 
+SHIFT_RANGE = 80.0  # exp(-80) is still a normal float32: within this of a row's max, one shift is exact
+
+
 def group_logsumexp(values: torch.Tensor, columns: torch.Tensor, groups: torch.Tensor, size: int) -> torch.Tensor:
     """``out[b, g] = logsumexp(values[b, columns[e]] for e with groups[e] == g)``; -inf for an empty group.
 
-    ``values`` [B, N] log-probabilities; ``columns``/``groups`` [E] pairs. Max-shifted, so it is
-    exact where exponentiating the raw values would underflow."""
+    ``values`` [B, N] log-probabilities; ``columns``/``groups`` [E] pairs. Each row is shifted by its
+    max and summed with one ``index_add_``; a row holding values more than ``SHIFT_RANGE`` below its
+    max (whose exponentials could underflow) takes the exact per-group shift instead. One shift,
+    item-major: 300 rows x 11k pairs in ~0.04 s on one (busy) CPU thread, against 0.85 s with a
+    shift per group (the beam and SFT distillation call it once per batch)."""
+    top = values.max(-1, keepdim=True).values
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    # item-major: exponentiate the items once, then gather and add whole rows of B values
+    picked = (values - top).exp().T.contiguous()[columns]  # [E, B]
+    out = torch.zeros((size, values.shape[0]), dtype=values.dtype, device=values.device)
+    out = out.index_add_(0, groups, picked).T.log() + top
+    spread = ((values < top - SHIFT_RANGE) & torch.isfinite(values)).any(-1)
+    if spread.any():
+        out[spread] = _group_logsumexp_exact(values[spread], columns, groups, size)
+    return out
+
+
+def _group_logsumexp_exact(values, columns, groups, size) -> torch.Tensor:
+    """:func:`group_logsumexp` with a max shift per group: exact at any spread, ~15x slower."""
     picked = values[:, columns]  # [B, E]
     top = torch.full((values.shape[0], size), float("-inf"), dtype=values.dtype, device=values.device)
     top.scatter_reduce_(1, groups.expand_as(picked), picked, reduce="amax")
