@@ -36,18 +36,17 @@ SPLITS = ("train", "valid")  # never test: the weight is chosen here
 
 
 def union_rerank(model, tokenizer, catalogue, histories, beam, teacher_sids, weight, lm_cache, run, batch_size):
-    """Both top-N lists, scored by the model exactly plus ``weight`` x the teacher; best N kept."""
+    """Both top-N lists, scored by the model exactly plus ``weight`` x the teacher; best N kept.
+    ``teacher_sids``: per row, {SID: teacher log-probability} over the union of the two lists."""
     n = max(len(row) for row in beam)
-    top_cf = [sorted(row, key=row.get, reverse=True)[:n] for row in teacher_sids]
-    missing = [[s for s in cf if s not in lm_cache[i]] for i, cf in enumerate(top_cf)]
+    missing = [[s for s in row if s not in lm_cache[i]] for i, row in enumerate(teacher_sids)]
     if any(missing):
         extra = sid_scores(model, tokenizer, catalogue, histories, missing, run.template, run.max_history, batch_size)
         for i, row in enumerate(extra):
             lm_cache[i].update(row)
     out = []
-    for i, row in enumerate(beam):
-        candidates = {s for s, _ in row} | set(top_cf[i])
-        fused = {s: lm_cache[i][s] + weight * teacher_sids[i][s] for s in candidates}
+    for i, row in enumerate(teacher_sids):
+        fused = {s: lm_cache[i][s] + weight * cf for s, cf in row.items()}
         out.append(sorted(fused.items(), key=lambda kv: -kv[1])[:n])
     return out
 
@@ -112,7 +111,11 @@ def main(argv=None):
                          **scored(prior(ranked, cf), rows, catalogue, run.max_history)})
     if "union" in modes:
         plain = plain or decode(0.0)[0]
-        teacher_sids = teacher.sid_logp(histories, catalogue)
+        n = max(len(row) for row in plain)
+        beam_sids = [[s for s, _ in row] for row in plain]
+        beam_cf = teacher.sid_logp(histories, catalogue, beam_sids)
+        teacher_sids = [{**{s: row[s] for s in sids}, **dict(top)} for sids, row, top in
+                        zip(beam_sids, beam_cf, teacher.top_sids(histories, catalogue, n))]
         lm_cache = [dict(row) for row in plain]
         for weight in weights:
             started = time.perf_counter()

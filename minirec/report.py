@@ -78,9 +78,8 @@ def evaluation_of(entry: Path, split: str) -> tuple[dict, Path]:
 def decoding_label(m: dict) -> str:
     """What an evaluation added to the plain beam, in words, from its metrics.json."""
     parts = []
-    if m.get("cf_weight"):
-        teacher = Path(m.get("cf_model", {}).get("path", "")).name or "a teacher"
-        parts.append(f"CF-guided decoding ({teacher}, W {m['cf_weight']:g})")
+    if m.get("cf_weight"):  # the teacher's dir is in metrics.json; seeds of one setting share a label
+        parts.append(f"CF-guided decoding (W {m['cf_weight']:g})")
     if m.get("repeat_prior"):
         parts.append(f"re-purchase prior {m['repeat_prior']:g}")
     if m.get("repeat_bonus"):

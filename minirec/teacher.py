@@ -121,15 +121,48 @@ class CFTeacher:
         hidden = self.model(x.to(device))[torch.arange(len(histories), device=device), last.to(device)]
         return self.model.scores(hidden).float().log_softmax(-1)
 
-    def sid_logp(self, histories, catalogue) -> dict:
-        """Per history, {SID: log-probability of its collision group} over every catalogue SID."""
-        sids = catalogue.distinct_sids()
-        position = {s: g for g, s in enumerate(sids)}
-        columns = torch.arange(len(self.items))
-        groups = torch.tensor([position[catalogue.sid(item)] for item in self.items])
+    def _sid_groups(self, catalogue):
+        """(distinct SIDs, SID -> column, item column -> SID column), made once per catalogue."""
+        if getattr(self, "_groups_of", None) != catalogue.index_sha256:
+            sids = catalogue.distinct_sids()
+            position = {s: g for g, s in enumerate(sids)}
+            self._groups = sids, position, torch.tensor([position[catalogue.sid(item)] for item in self.items])
+            self._groups_of = catalogue.index_sha256
+        return self._groups
+
+    def sid_table(self, histories, catalogue) -> torch.Tensor:
+        """[B, S] log-probability of each distinct SID (``catalogue.distinct_sids()`` order): its
+        collision group's items summed."""
+        sids, _, groups = self._sid_groups(catalogue)
         logp = self.item_logp(histories)
-        table = group_logsumexp(logp, columns.to(logp.device), groups.to(logp.device), len(sids)).tolist()
-        return [dict(zip(sids, row)) for row in table]
+        return group_logsumexp(logp, torch.arange(len(self.items), device=logp.device), groups.to(logp.device),
+                               len(sids))
+
+    def sid_logp(self, histories, catalogue, wanted=None, batch_size=256) -> list[dict]:
+        """Per history, {SID: log-probability of its collision group}, over the row's ``wanted`` SIDs
+        (a list per row) or, without ``wanted``, over every catalogue SID (S floats a row: small
+        catalogues only). Rows go through the teacher ``batch_size`` at a time."""
+        sids, position, _ = self._sid_groups(catalogue)
+        out = []
+        for start in range(0, len(histories), batch_size):
+            table = self.sid_table(histories[start : start + batch_size], catalogue)
+            if wanted is None:
+                out += [dict(zip(sids, row)) for row in table.tolist()]
+                continue
+            for row, want in zip(table, wanted[start : start + batch_size]):
+                values = row[torch.tensor([position[s] for s in want], dtype=torch.long, device=row.device)]
+                out.append(dict(zip(want, values.tolist())))
+        return out
+
+    def top_sids(self, histories, catalogue, n: int, batch_size=256) -> list[list[tuple[str, float]]]:
+        """Per history, the teacher's ``n`` most probable SIDs with their log-probabilities, best first."""
+        sids, _, _ = self._sid_groups(catalogue)
+        out = []
+        for start in range(0, len(histories), batch_size):
+            top = self.sid_table(histories[start : start + batch_size], catalogue).topk(min(n, len(sids)), dim=-1)
+            out += [[(sids[j], v) for j, v in zip(idx, val)] for idx, val in zip(top.indices.tolist(),
+                                                                                 top.values.tolist())]
+        return out
 
     def describe(self) -> dict:
         return {"path": str(self.source), "index_sha256": self.index_sha256}
@@ -185,9 +218,11 @@ class PrefixScores:
         self.sub = (torch.tensor(sub_cols, device=device), torch.tensor(sub_nodes, device=device))
         self.end = (torch.tensor(end_cols, device=device), torch.tensor(end_nodes, device=device))
 
-    def sid_scores(self, histories, catalogue) -> list[dict]:
-        """Per history, {SID: W x log p_CF(SID)}: what the fused beam adds to a finished SID."""
-        return [{sid: self.weight * v for sid, v in row.items()} for row in self.teacher.sid_logp(histories, catalogue)]
+    def sid_scores(self, histories, catalogue, wanted) -> list[dict]:
+        """Per history, {SID: W x log p_CF(SID)} over its ``wanted`` SIDs: what the fused beam adds to a
+        finished SID."""
+        rows = self.teacher.sid_logp(histories, catalogue, wanted)
+        return [{sid: self.weight * v for sid, v in row.items()} for row in rows]
 
     def tables(self, histories) -> tuple[torch.Tensor, torch.Tensor]:
         """(subtree, terminal), each [B, nodes + 2], weighted."""

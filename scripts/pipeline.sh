@@ -31,7 +31,7 @@ office=0; [[ "$DATA" == *Office_Products* ]] && office=1
 # (evaluate.py --repeat_prior; 0 = the beam alone) and CF-guided decoding's teacher weight
 # (evaluate.py --cf_weight; bench/cf_weight.py). Either can be overridden: REPEAT_PRIOR=0 CF_WEIGHT=0.
 REPEAT_PRIOR="${REPEAT_PRIOR:-$( ((office)) && echo 0.25 || echo 0.5)}"
-CF_WEIGHT="${CF_WEIGHT:-$( ((office)) && echo 1.0 || echo 1.0)}"
+CF_WEIGHT="${CF_WEIGHT:-$( ((office)) && echo 1.0 || echo 1.5)}"
 mkdir -p "$OUT_DIR"
 STAGES="$OUT_DIR/stages.tsv"; : > "$STAGES"
 started=$(date +%s)
@@ -41,14 +41,16 @@ stage() {  # stage NAME CMD...: run CMD, append "NAME<TAB>seconds" to $STAGES
   printf '%s\t%s\n' "$name" "$(( $(date +%s) - t0 ))" >> "$STAGES"
 }
 evaluated() {  # evaluated DIR PRIOR CF_WEIGHT: DIR/metrics.json records these settings and $EVAL_ROWS rows
-  "$PYTHON" - "$@" "$EVAL_ROWS" <<'PY'
+  "$PYTHON" - "$@" "$EVAL_ROWS" "$TEACHER" <<'PY'
 import json, sys
 out, prior, cf, rows = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 try:
     m = json.load(open(f"{out}/metrics.json"))
 except (OSError, ValueError):
     sys.exit(1)
-same = m.get("repeat_prior", 0) == prior and m.get("cf_weight", 0) == cf and (not rows or m.get("rows") == rows)
+teacher = m.get("cf_model", {}).get("path")
+same = (m.get("repeat_prior", 0) == prior and m.get("cf_weight", 0) == cf and (not rows or m.get("rows") == rows)
+        and m.get("num_beams") == 50 and (not cf or teacher == sys.argv[5]))
 sys.exit(0 if same and not m.get("repeat_bonus") else 1)
 PY
 }

@@ -64,10 +64,23 @@ def world(tmp_path_factory):
         _write(w / "finished" / name, content)
     _teacher(w / "teacher_other", sha="0" * 64)  # a SASRec dir trained on another catalogue
     emb = np.ones((3, 4))
+    np.save(w / "bare.npy", emb)  # no sidecar: its rows' items are unknown
     emb[1, 2] = np.nan
     np.save(w / "nan.npy", emb)
+    # an interrupted run whose newest checkpoint holds a truncated adapter
+    for step, cut in ((1, None), (2, 40)):
+        ckpt = w / "rl_ckpt" / f"checkpoint-{step}"
+        _write(ckpt / "trainer_state.json", json.dumps({"global_step": step}))
+        _write(ckpt / "adapter_model.safetensors", _safetensors()[:cut])
     (w / "cwd").mkdir()
     return w
+
+
+def _safetensors() -> bytes:
+    import torch
+    from safetensors.torch import save
+
+    return save({"lora_A": torch.ones(4, 2)})
 
 
 def _teacher(out, sha):
@@ -110,6 +123,15 @@ CASES = [
     # RL semantic reward
     ("nan embeddings", RL + ["--reward_type", "semantic", "--item_embeddings", "{w}/nan.npy", "--num_generations", "2"],
      "nan.npy: 1 row(s) hold NaN or inf (first: row 1, item '2')"),
+    ("embeddings without sidecar", RL + ["--reward_type", "semantic", "--item_embeddings", "{w}/bare.npy",
+                                         "--num_generations", "2"], "bare.npy: no sidecar bare.npy.json"),
+    ("text init without sidecar", SFT + ["--data_dir", "{w}/data", "--sid_init", "text", "--item_embeddings",
+                                         "{w}/bare.npy"], "bare.npy: no sidecar bare.npy.json"),
+    # resume from a damaged checkpoint (sft.py's: tests/test_checkpoints.py)
+    ("rl damaged checkpoint", RL[:-1] + ["{w}/rl_ckpt", "--resume_from_checkpoint", "last"],
+     "checkpoint-2/adapter_model.safetensors is damaged"),
+    ("rl damaged checkpoint names the intact one", RL[:-1] + ["{w}/rl_ckpt", "--resume_from_checkpoint", "last"],
+     "pass --resume_from_checkpoint {w}/rl_ckpt/checkpoint-1 instead"),
     # deepspeed
     ("deepspeed missing", SFT + ["--deepspeed", "{w}/nope.json"], "no such config file"),
     ("deepspeed not json", SFT + ["--deepspeed", "{w}/ds_bad.json"], "ds_bad.json: not valid JSON"),
@@ -189,6 +211,15 @@ CASES = [
                                                 "--num_generations", "2"],
      "trained on another catalogue"),
     ("rqvae epochs", BUILD + ["--rqvae_epochs", "5"], "--rqvae_epochs applies only to --method rqvae"),
+    ("repeat decay without bonus", EVAL + ["--repeat_decay", "0.8"], "--repeat_decay applies only with --repeat_bonus"),
+    ("recommend repeat decay without bonus", REC + ["--repeat_prior", "0.5", "--repeat_decay", "0.8"],
+     "--repeat_decay applies only with --repeat_bonus"),
+    ("keep margin without keep best", RL + ["--keep_best", "False", "--keep_margin", "3"],
+     "--keep_margin applies only with --keep_best True"),
+    ("prompt order of all prompts", RL + ["--prompt_order", "recent"], "--prompt_order applies only with --max_prompts N"),
+    ("merge weights of a full run", EVAL + ["--merge_weights", "True"], "is a full run: it has no adapter to merge"),
+    ("recommend merge weights of a full run", REC + ["--merge_weights", "True"],
+     "is a full run: it has no adapter to merge"),
     ("min_rating on sequences", PREPARE + ["--sequences", "{w}/seq.json", "--min_rating", "3"], "needs rated events"),
 ]
 
@@ -203,6 +234,7 @@ def test_bad_input(world, name, argv, message):
     proc = subprocess.run([sys.executable, *args], cwd=world / "cwd", env=env, capture_output=True, text=True,
                           timeout=300)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    message = message.replace("{w}", str(world))
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines

@@ -96,6 +96,12 @@ def test_rerank_with_prior_by_hand():
     assert [s for s, _ in out[0]] == ["h", "x", "y"] and out[0][0][1] == pytest.approx(math.log(0.51))
     with pytest.raises(ValueError, match="repeat rates"):
         rerank_with_history(ranked, exact, [["k", "h"]], bonus=0.0, prior=1.0)
+    # CF-guided decoding: the teacher's weighted log-probability joins after the prior
+    teacher = [{"h": math.log(0.1), "k": 0.0, "x": -9.0}]
+    longer = [ranked[0] + [("w", -50.0)]]
+    out = rerank_with_history(longer, exact, [["k", "h"]], bonus=0.0, prior=1.0, rates=rates, teacher_scores=teacher)
+    assert dict(out[0])["h"] == pytest.approx(math.log(0.51) + math.log(0.1))
+    assert [s for s, _ in out[0]] == ["x", "y", "z", "h"]  # h now below z; the beam's own scores are untouched
 
 
 @pytest.mark.parametrize("config", [EvalConfig, RecommendConfig])

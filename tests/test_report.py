@@ -52,7 +52,7 @@ def test_row_names_say_what_each_evaluation_recorded(tmp_path):
     text = (tmp_path / "report.md").read_text()
     rows = [line.split(" | ")[0].strip("| ") for line in text.splitlines() if line.startswith("| minirec")]
     assert rows == ["minirec SFT+RL",
-                    "minirec SFT+RL + CF-guided decoding (sasrec, W 1.5) + re-purchase prior 0.25"]
+                    "minirec SFT+RL + CF-guided decoding (W 1.5) + re-purchase prior 0.25"]
     assert "| SFT | 350 |" in text and "| **total** | **470** |" in text
     import pytest
 

@@ -1,6 +1,7 @@
 """The collaborative teacher (a saved SASRec) and CF-guided beam search."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -225,3 +226,49 @@ def test_recommend_with_a_teacher(run_and_teacher):
                            text=True, timeout=300)
     assert plain.returncode == 0 and fused.returncode == 0, fused.stderr[-2000:]
     assert fused.stdout.startswith("  1.") and fused.stdout != plain.stdout
+
+
+def test_prefix_tables_by_hand(tiny_model, industrial, catalogue):
+    """subtree[node] = W x log of the teacher's mass under the node; terminal only where a SID ends."""
+    model, tok, small, trie, seqs, histories, prompts = small_setup(tiny_model, industrial, catalogue)
+    teacher = fake_teacher(small)
+    cf = PrefixScores(teacher, small, trie, lambda sid: tok.convert_tokens_to_ids(list(small.sids[
+        small.items_by_sid[sid][0]])), 2.0)
+    subtree, terminal = cf.tables(histories[:1])
+    p = teacher.item_logp(histories[:1])[0].exp()
+    col = {item: j for j, item in enumerate(teacher.items)}
+    first = seqs[0][:1]  # a first-level prefix: every item whose SID starts with it
+    mass = sum(float(p[col[i]]) for i, t in small.sids.items() if tuple(tok.convert_tokens_to_ids(list(t)))[:1] == first)
+    node = trie.node_path(seqs[0])[0]
+    assert float(subtree[0, node]) == pytest.approx(2.0 * math.log(mass), abs=1e-4)
+    assert float(terminal[0, node]) == float("-inf")  # no SID ends after one token
+    leaf = trie.node_path(seqs[5])[-1]  # i5 and "dup" share this SID: their mass together
+    assert float(terminal[0, leaf]) == pytest.approx(2.0 * math.log(float(p[col["i5"]] + p[col["dup"]])), abs=1e-4)
+    mixed = trie.node_path(seqs[-2])[-1]  # a depth-2 SID that also prefixes depth-3 ones: both scores
+    assert float(terminal[0, mixed]) < float(subtree[0, mixed])
+
+
+@pytest.mark.parametrize("decoder", ["_ExpandedDecoder", "chunked"])
+def test_narrow_fused_beam_is_the_same_with_either_decoder_and_in_chunks(tiny_model, industrial, catalogue, decoder):
+    """The flash-attention fallback decoder and max_rows chunks (which offset the prompts each chunk's
+    teacher rows are read for) give the shared-prefix decoder's fused lists."""
+    from unittest import mock
+
+    from minirec import beam
+
+    model, tok, small, trie, seqs, histories, prompts = small_setup(tiny_model, industrial, catalogue)
+    cf = PrefixScores(fake_teacher(small, seed=3), small, trie,
+                      lambda sid: tok.convert_tokens_to_ids(list(small.sids[small.items_by_sid[sid][0]])), 1.0)
+    tables = lambda s, e: cf.tables(histories[s:e])  # noqa: E731
+    ref = constrained_beam_search(model, prompts, trie, 3, tok.pad_token_id, prefix_scores=tables)
+    if decoder == "chunked":
+        other = constrained_beam_search(model, prompts, trie, 3, tok.pad_token_id, max_rows=3, prefix_scores=tables)
+    else:
+        with mock.patch.object(beam, "_decoder_for", lambda m: beam._ExpandedDecoder):
+            other = constrained_beam_search(model, prompts, trie, 3, tok.pad_token_id, prefix_scores=tables)
+    plain = constrained_beam_search(model, prompts, trie, 3, tok.pad_token_id)
+    assert [[b.tokens for b in row] for row in ref] != [[b.tokens for b in row] for row in plain]  # fusion counts
+    for x, y in zip(ref, other):
+        assert [b.tokens for b in x] == [b.tokens for b in y]
+        torch.testing.assert_close(torch.tensor([b.score for b in x]), torch.tensor([b.score for b in y]),
+                                   atol=1e-4, rtol=0)

@@ -117,8 +117,14 @@ class CFReward:
     * ``logp``: log p_CF(SID | history), the teacher's log-probability of the SID's collision group;
     * ``share``: p_CF renormalised over the group's G SIDs (in [0, 1], summing to 1): the teacher's
       preference among what the policy proposed, blind to how unlikely all of them are;
-    * ``rank``: 1 / log2(2 + the SID's rank among the group's G by p_CF): the NDCG gain of the
-      teacher's order, bounded like the ranking reward's penalties.
+    * ``rank``: 1 / log2(2 + the SID's rank among the group's distinct SIDs by p_CF): the NDCG
+      gain of the teacher's order, bounded like the ranking reward's penalties.
+
+    What the weight W of ``cf:W`` does: TRL scales each group's summed rewards by their std, so in
+    a group whose rollouts all miss the target (ranking reward constant) the advantages are the
+    teacher's z-scores whatever W is; W sets the teacher's share only in groups that hold the
+    target. The teacher was trained on the train split, so on RL's train prompts it has seen
+    those targets: its scores lean towards them, more than on unseen histories.
     """
 
     __name__ = "cf_reward"
@@ -130,7 +136,8 @@ class CFReward:
 
     def __call__(self, completions, history, beam_rank, **_):
         groups = _groups(beam_rank)
-        tables = self.teacher.sid_logp([str(history[g[0]]).split() for g in groups], self.catalogue)
+        tables = self.teacher.sid_logp([str(history[g[0]]).split() for g in groups], self.catalogue,
+                                       [list(dict.fromkeys(_sid(completions[i]) for i in g)) for g in groups])
         out = [0.0] * len(completions)
         for group, table in zip(groups, tables):
             if any(history[i] != history[group[0]] for i in group):
@@ -142,11 +149,10 @@ class CFReward:
                 top = max(logp)
                 weights = [math.exp(v - top) for v in logp]
                 values = [w / sum(weights) for w in weights]
-            else:
-                order = sorted(range(len(logp)), key=lambda j: -logp[j])
-                values = [0.0] * len(logp)
-                for r, j in enumerate(order):
-                    values[j] = 1 / math.log2(r + 2)
+            else:  # ranked among the group's distinct SIDs: a SID sampled twice gets one value
+                distinct = sorted({(v, _sid(completions[i])) for i, v in zip(group, logp)}, reverse=True)
+                rank = {sid: r for r, (_, sid) in enumerate(distinct)}
+                values = [1 / math.log2(rank[_sid(completions[i])] + 2) for i in group]
             for i, v in zip(group, values):
                 out[i] = v
         return out

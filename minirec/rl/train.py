@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from minirec.checkpoints import resolve_resume
 from minirec.data import load_dataset
 from minirec.deepspeed_config import config_path
 from minirec.distributed import (batch_layout, batch_line, is_main_process, process_device, rank,
@@ -146,6 +147,7 @@ def train(config: RLConfig) -> dict:
     config.check_paths()
     run = RunInfo.read(config.model_path)
     out = Path(config.output_dir)
+    resume = resolve_resume(config.resume_from_checkpoint, out)  # a damaged checkpoint: refused before loading
     only_with(config, ("lora_r", "lora_alpha", "lora_target_modules"), not run.is_adapter,
               f"to a new adapter; {config.model_path} holds a {run.mode} adapter that RL continues as it is")
     data = load_dataset(config.data_dir or run.data_dir, splits=("train", "valid"))
@@ -228,13 +230,6 @@ def train(config: RLConfig) -> dict:
     print(trainable_line(trainer.model), flush=True)
 
     started = time.perf_counter()
-    resume = config.resume_from_checkpoint or None
-    if resume == "last":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        resume = get_last_checkpoint(str(out))
-        if resume is None:
-            raise MinirecError(f"--resume_from_checkpoint last: no checkpoint-* dir in {out}")
     if resume:
         ranking.load_state(resume)
     trainer.train(resume_from_checkpoint=resume)

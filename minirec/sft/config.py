@@ -106,7 +106,7 @@ class SFTConfig(Config):
     """A collaborative teacher to distil (a python -m minirec.baselines sasrec output dir trained on
     this catalogue), with weight --cf_distill; "" = none."""
     cf_distill: float = 0.0
-    """Share A in (0, 1] of the teacher's soft targets in the loss: (1 - A) x cross-entropy + A x the
+    """Share A in (0, 1) of the teacher's soft targets in the loss: (1 - A) x cross-entropy + A x the
     cross-entropy against the teacher's next-SID-token distribution after the true prefix, at every
     SID token (minirec/sft/distill.py). next_sid rows only (--dense True or --tasks next_sid)."""
     adam_beta2: float = 0.999
@@ -213,8 +213,9 @@ class SFTConfig(Config):
         only_with(self, ("select_rows", "select_beams"), self.select_by == "ranking", "with --select_by ranking")
         if bool(self.cf_model) != (self.cf_distill != 0):
             raise MinirecError("--cf_model DIR and --cf_distill A go together (distilling a teacher); pass both or neither")
-        if self.cf_model and not 0 < self.cf_distill <= 1:
-            raise MinirecError(f"--cf_distill {self.cf_distill}: must be in (0, 1] (the soft targets' share of the loss)")
+        if self.cf_model and not 0 < self.cf_distill < 1:
+            raise MinirecError(f"--cf_distill {self.cf_distill}: must be in (0, 1) (the soft targets' share of the "
+                               "loss; the hard targets keep the rest, EOS included)")
 
     def output(self):
         return "--output_dir", self.output_dir

@@ -52,8 +52,8 @@ class Distiller:
     """The teacher, the trie and the SID token ids the soft targets need; one per SFT run."""
 
     def __init__(self, teacher, catalogue, trie, sid_token_ids, weight: float):
-        if not 0 < weight <= 1:
-            raise MinirecError(f"--cf_distill {weight}: must be in (0, 1] (the soft targets' share of the loss)")
+        if not 0 < weight < 1:
+            raise MinirecError(f"--cf_distill {weight}: must be in (0, 1) (the soft targets' share of the loss)")
         self.teacher, self.trie, self.weight = teacher, trie, weight
         self.max_len = teacher.config.max_len
         self.prefix_node = {(): 0}  # SID token-id prefix -> trie node
@@ -106,7 +106,7 @@ class Distiller:
             hidden = model(cf_inputs.to(device))[torch.arange(len(cf_inputs), device=device), cf_last.to(device)]
             subtree = group_logsumexp(model.scores(hidden).float().log_softmax(-1), self.cols.to(device),
                                       self.nodes.to(device), self.trie.num_nodes + 2)
-            b, t, target, node = cf_where.unbind(1)  # on the CPU, where the trie is
+            b, t, target, node = cf_where.cpu().unbind(1)  # the trie lives on the CPU (the Trainer moved the batch)
             tokens = self.trie.local_tokens
             child = self.trie.step(node[:, None].expand(-1, len(tokens)), tokens.expand(len(node), -1)).to(device)
             b, t, target, tokens = b.to(device), t.to(device), target.to(device), tokens.to(device)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from minirec.checkpoints import resolve_resume
 from minirec.data import load_dataset
 from minirec.data.sequences import user_sequences
 from minirec.deepspeed_config import config_path
@@ -49,21 +50,6 @@ def _removed_on_failure(path: Path):
         if not existed:
             shutil.rmtree(path, ignore_errors=True)
         raise
-
-
-def _resolve_resume(config: SFTConfig, out: Path):
-    if not config.resume_from_checkpoint:
-        return None
-    if config.resume_from_checkpoint == "last":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if last is None:
-            raise MinirecError(f"--resume_from_checkpoint last: no checkpoint-* dir in {out}")
-        return last
-    if not Path(config.resume_from_checkpoint).is_dir():
-        raise MinirecError(f"--resume_from_checkpoint {config.resume_from_checkpoint}: no such checkpoint dir")
-    return config.resume_from_checkpoint
 
 
 def _dataset(encoded):
@@ -217,7 +203,7 @@ def train(config: SFTConfig) -> dict:
     config.validate()
     config.check_paths()
     out = Path(config.output_dir)
-    resume = _resolve_resume(config, out)
+    resume = resolve_resume(config.resume_from_checkpoint, out)  # a damaged checkpoint: refused here
     if config.deepspeed and single_process_group():
         log.info("--deepspeed without a launcher: running as a single process (rank 0 of 1)")
     world = world_size()  # torchrun/accelerate set it before any init

@@ -36,8 +36,14 @@ class SIDTrainer(Trainer):
         if self.distiller is None or not extra:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-        count = num_items_in_batch if num_items_in_batch is not None else (inputs["labels"][:, 1:] != -100).sum()
+        # the soft term is normalised exactly as the Trainer normalised the hard one: over the label
+        # tokens of the whole accumulated (and, by default, all-process) batch, or per micro-batch
+        global_count = num_items_in_batch is not None and (self.model_accepts_loss_kwargs or self.compute_loss_func)
+        count = num_items_in_batch if global_count else (inputs["labels"][:, 1:] != -100).sum()
         soft = self.distiller.soft_loss_sum(outputs.logits, **extra) / count
+        if global_count and self.args.average_tokens_across_devices:  # as Trainer.compute_loss scales its loss
+            soft = soft * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1
+                           else self.args.n_gpu)
         loss = (1 - self.distiller.weight) * loss + self.distiller.weight * soft
         return (loss, outputs) if return_outputs else loss
 

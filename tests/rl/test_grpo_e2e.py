@@ -187,12 +187,14 @@ def test_dynamic_sampling_swaps_a_missed_group_for_a_pool_prompt_that_hits(sft_r
         beams[p] = [decode_sid(tok, ids) for ids in out["completion_ids"]]
     missing = next(s for s in catalogue.items_by_sid if s not in beams[first])
     # the pool holds one prompt whose rollouts hit its target (at rank 2) and one that never can
-    pool = ([first, other], [missing, beams[other][2]])
+    pool = ([first, other], [missing, beams[other][2]], ["117", "118"])  # prompts, targets, histories
     rollout = SIDRollout(tok, trie, num_generations=4, refill_pool=pool, refill_rounds=8,
                          group_rewards=weighted_reward([rule_reward], [1.0]))
     targets = [beams[first][0]] * 4 + [missing] * 4
-    trainer = SimpleNamespace(accelerator=cpu, model_wrapped=model, rollout_targets=targets)
+    trainer = SimpleNamespace(accelerator=cpu, model_wrapped=model, rollout_targets=targets,
+                              rollout_histories=["117"] * 8)
     out = rollout([first] * 8, trainer)
+    assert out["history"] == ["117"] * 4 + ["118"] * 4  # the replacement's own history reaches the rewards
     sids = [decode_sid(tok, ids) for ids in out["completion_ids"]]
     assert sids[:4] == beams[first] and out["target_sid"][:4] == [beams[first][0]] * 4  # a hit stays as it was
     assert sids[4:] == beams[other] and out["target_sid"][4:] == [beams[other][2]] * 4  # a miss is replaced
@@ -294,7 +296,7 @@ def test_kl_grows_from_zero_and_the_reference_stays_frozen(sft_runs, tmp_path, m
 
 def test_full_grpo_with_a_collaborative_teacher(sft_runs, tmp_path):
     """ranking + cf with dynamic sampling: the teacher gives every group varying rewards, so no
-    group is left without signal, and a replacement prompt carries its own history to the reward."""
+    group is left without signal (a refill's history: test_dynamic_sampling_swaps_...)."""
     from minirec.baselines import sasrec_train
     from minirec.baselines.sasrec import SASRecConfig
 

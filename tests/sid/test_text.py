@@ -81,6 +81,25 @@ def test_cache_without_sidecar_or_with_a_corrupt_one_is_recomputed(tmp_path):
     assert enc.calls == 3
 
 
+def test_embeddings_without_their_sidecar_are_refused(tmp_path):
+    """Rows whose items are unknown could be in any order: one line saying how to make a sidecar."""
+    from minirec.sid.text import load_item_embeddings, save_item_embeddings
+
+    ids, vectors = embed_items(ITEMS, encoder="fake", cache=tmp_path / "emb.npy", encode=CountingEncoder())
+    assert load_item_embeddings(tmp_path / "emb.npy", ids).shape == vectors.shape  # as sid build writes them
+    (tmp_path / "emb.npy.json").unlink()
+    with pytest.raises(MinirecError, match="emb.npy: no sidecar emb.npy.json .*save_item_embeddings") as e:
+        load_item_embeddings(tmp_path / "emb.npy", ids)
+    assert "\n" not in str(e.value)
+    (tmp_path / "emb.npy.json").write_text(json.dumps({"encoder": "fake"}))  # a sidecar that names no items
+    with pytest.raises(MinirecError, match="emb.npy.json records no item ids"):
+        load_item_embeddings(tmp_path / "emb.npy", ids)
+    save_item_embeddings(tmp_path / "own.npy", vectors[::-1], ids[::-1])  # a user's array, in its own order
+    with pytest.raises(MinirecError, match="other item ids \\(or another order\\)"):
+        load_item_embeddings(tmp_path / "own.npy", ids)
+    assert np.array_equal(load_item_embeddings(tmp_path / "own.npy", ids[::-1]), vectors[::-1])
+
+
 def test_unknown_encoder_is_never_downloaded():
     with pytest.raises(MinirecError, match="never downloaded"):
         resolve_encoder("some-org/some-model")
