@@ -24,8 +24,8 @@ from minirec.data.readers import SPLITS
 from minirec.errors import MinirecError
 from minirec.io import write_json, write_jsonl
 from minirec.metrics import DEFAULT_KS, format_table, rank_of, ranking_metrics, split_metrics_by_repeat
-from minirec.repeats import add_history_items, check_repeat_options, repeat_rates
-from minirec.run_info import RUN_FILE, RunInfo
+from minirec.repeats import add_history_items, check_repeat_flags, repeat_rates
+from minirec.run_info import RUN_FILE, RunInfo, check_merge_weights
 from minirec.teacher import check_cf_options, check_teacher_dir, load_teacher
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class EvalConfig(Config):
             raise MinirecError(f"--split {self.split!r}: choose one of {', '.join(SPLITS)}")
         if self.num_beams <= 0 or self.batch_size <= 0 or self.max_rows < 0 or self.max_history < 0:
             raise MinirecError("--num_beams and --batch_size must be positive, --max_rows and --max_history >= 0")
-        check_repeat_options(self.repeat_bonus, self.repeat_decay, self.repeat_prior)
+        check_repeat_flags(self)
         check_cf_options(self.cf_model, self.cf_weight)
         if self.repeat_prior and self.split == "train":
             raise MinirecError("--repeat_prior on --split train: the re-purchase rates come from the train split, so "
@@ -92,7 +92,8 @@ class EvalConfig(Config):
         return "--output_dir", self.output_dir or str(Path(self.model_path) / f"eval_{self.split}")
 
     def check_paths(self) -> None:
-        RunInfo.read(self.model_path)  # a finished run, checked before the output's lock makes any dir
+        run = RunInfo.read(self.model_path)  # a finished run, checked before the output's lock makes any dir
+        check_merge_weights(self.merge_weights, run, self.model_path)
         if self.cf_model:
             check_teacher_dir(self.cf_model)
         if self.output_dir and (Path(self.output_dir) / RUN_FILE).exists():

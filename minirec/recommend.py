@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from minirec.config import Config
 from minirec.errors import MinirecError
-from minirec.repeats import add_history_items, check_repeat_options, repeat_rates
-from minirec.run_info import RunInfo
+from minirec.repeats import add_history_items, check_repeat_flags, repeat_rates
+from minirec.run_info import RunInfo, check_merge_weights
 
 
 def resolve_history(history, catalogue, sep=",") -> list[str]:
@@ -97,7 +97,7 @@ class RecommendConfig(Config):
                                "raise it or leave it at 0")
         if not self.sep:
             raise MinirecError("--sep is empty; use , or |")
-        check_repeat_options(self.repeat_bonus, self.repeat_decay, self.repeat_prior)
+        check_repeat_flags(self)
         if self.cf_model or self.cf_weight is not None:  # torch loads only for these flags
             from minirec.teacher import check_cf_options
 
@@ -113,6 +113,7 @@ def main(config: RecommendConfig) -> None:
     from minirec.data import load_dataset
 
     run = RunInfo.read(config.model_path)
+    check_merge_weights(config.merge_weights, run, config.model_path)
     catalogue = load_dataset(config.data_dir or run.catalogue_dir(config.model_path), splits=()).catalogue
     run.check_index(catalogue)
     rates = None

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minirec.config import only_with
 from minirec.errors import MinirecError
 
 # torch and the decoding modules load inside history_scores: the config checks and the rerank (numpy
@@ -45,6 +46,14 @@ def check_repeat_options(bonus: float, decay: float, prior: float = 0.0) -> None
         raise MinirecError(f"--repeat_bonus {bonus}: must be >= 0 (0 = off)")
     if not 0 < decay <= 1:
         raise MinirecError(f"--repeat_decay {decay}: must be in (0, 1] (1 = every history item the same bonus)")
+
+
+def check_repeat_flags(config) -> None:
+    """:func:`check_repeat_options` on a command's config (evaluate.py, minirec.recommend); there, a
+    --repeat_decay typed without --repeat_bonus, which only the bonus uses, is an error too."""
+    check_repeat_options(config.repeat_bonus, config.repeat_decay, config.repeat_prior)
+    only_with(config, ("repeat_decay",), config.repeat_bonus > 0,
+              "with --repeat_bonus B (it scales that bonus per step back in the history)")
 
 
 def history_sids(history, catalogue, max_history) -> list[str]:

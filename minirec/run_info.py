@@ -86,6 +86,14 @@ class RunInfo:
             )
 
 
+def check_merge_weights(merge_weights: bool, run: RunInfo, model_path) -> None:
+    """--merge_weights True on a full run would be ignored (nothing to merge): an error, before the model
+    loads (evaluate.py, minirec.recommend)."""
+    if merge_weights and not run.is_adapter:
+        raise MinirecError(f"--merge_weights True: {model_path} is a full run: it has no adapter to merge; "
+                           "drop the flag")
+
+
 def copy_catalogue(source: Path, dest: Path, sha256: str) -> None:
     """``source``'s index.json (which must be the run's, by hash) and its items' titles -> ``dest``."""
     from minirec.sid.catalogue import load_items

@@ -64,6 +64,11 @@ evaluate() {  # evaluate RUN OUT PRIOR CF_WEIGHT
 [[ -f "$TEACHER/metrics.json" && -f "$TEACHER/teacher.json" ]] || stage "SASRec (teacher)" "$PYTHON" -m \
   minirec.baselines sasrec --data_dir "$DATA" --output_dir "$TEACHER" ${BASE_ARGS[@]+"${BASE_ARGS[@]}"} \
   ${SASREC_ARGS[@]+"${SASREC_ARGS[@]}"} > /dev/null
+# GRPO with the teacher's reward beside the ranking one (docs/RESULTS.md, "RL with the teacher": on
+# Industrial valid the only RL setting keep-best kept); TEACHER_REWARD=0 runs the ranking reward alone.
+if [[ "${TEACHER_REWARD:-1}" == 1 ]]; then
+  RL_ARGS+=(REWARD="ranking,cf:1" LR="${LR:-5e-5}" --cf_model "$TEACHER" --cf_reward_scale share)
+fi
 [[ -f "$RL/run.json" ]] || stage "RL" bash scripts/rl_full.sh MODEL="$SFT" OUT="$RL" ${RL_ARGS[@]+"${RL_ARGS[@]}"}
 # each model alone (plain beam), then the shipped policy with the decoding settings chosen on valid
 stage "evaluate SFT" evaluate "$SFT" "$SFT/eval_test" 0 0

@@ -11,6 +11,17 @@
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/_common.sh"  # KEY=VALUE arguments become environment overrides
 DATA="${DATA:-data/Industrial_and_Scientific}"
+# Epochs and item_embeddings.npy are picked from DATA, so an extra --data_dir (sft.py takes the last one
+# given) would train another dataset with this one's recipe: refused, naming the DATA=... to pass.
+prev=""
+for arg in ${EXTRA[@]+"${EXTRA[@]}"} ""; do  # the last "": the flag's value when --data_dir ends the line
+  if [[ "$prev" =~ ^--data[-_]dir(=(.*))?$ ]]; then
+    echo "error: sft_full.sh sizes epochs and picks item_embeddings.npy from DATA, not --data_dir:" \
+      "pass DATA=${BASH_REMATCH[2]:-${arg:-DIR}} instead" >&2
+    exit 2
+  fi
+  prev="$arg"
+done
 # The rule is for the tiny default; a pretrained BASE_MODEL keeps 8 epochs and its own SID rows.
 tiny=0; [[ "${BASE_MODEL:-tiny}" == tiny ]] && tiny=1
 train=""  # the file the reader uses (minirec/data/readers.py): the first of these that exists

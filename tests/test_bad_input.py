@@ -103,6 +103,7 @@ CONVERT = ["-m", "minirec.data.convert"]
 BUILD = ["-m", "minirec.sid", "build", "--items", "{w}/data/item.json", "--out", "{w}/cwd/index.json"]
 REC = ["-m", "minirec.recommend", "--model_path", "{w}/run_ok", "--history", "1"]
 MERGE = ["-m", "minirec.merge", "--model_path", "{w}/run_ok", "--output_dir", "{w}/cwd/merged"]
+RL_RESUME = RL[:-1] + ["{w}/rl_ckpt", "--num_generations", "2", "--resume_from_checkpoint", "last"]
 
 ZERO3 = ROOT / "configs" / "deepspeed" / "zero3.json"
 
@@ -128,9 +129,8 @@ CASES = [
     ("text init without sidecar", SFT + ["--data_dir", "{w}/data", "--sid_init", "text", "--item_embeddings",
                                          "{w}/bare.npy"], "bare.npy: no sidecar bare.npy.json"),
     # resume from a damaged checkpoint (sft.py's: tests/test_checkpoints.py)
-    ("rl damaged checkpoint", RL[:-1] + ["{w}/rl_ckpt", "--resume_from_checkpoint", "last"],
-     "checkpoint-2/adapter_model.safetensors is damaged"),
-    ("rl damaged checkpoint names the intact one", RL[:-1] + ["{w}/rl_ckpt", "--resume_from_checkpoint", "last"],
+    ("rl damaged checkpoint", RL_RESUME, "checkpoint-2/adapter_model.safetensors is damaged"),
+    ("rl damaged checkpoint names the intact one", RL_RESUME,
      "pass --resume_from_checkpoint {w}/rl_ckpt/checkpoint-1 instead"),
     # deepspeed
     ("deepspeed missing", SFT + ["--deepspeed", "{w}/nope.json"], "no such config file"),
@@ -216,7 +216,8 @@ CASES = [
      "--repeat_decay applies only with --repeat_bonus"),
     ("keep margin without keep best", RL + ["--keep_best", "False", "--keep_margin", "3"],
      "--keep_margin applies only with --keep_best True"),
-    ("prompt order of all prompts", RL + ["--prompt_order", "recent"], "--prompt_order applies only with --max_prompts N"),
+    ("prompt order of all prompts", RL + ["--prompt_order", "recent"],
+     "--prompt_order applies only with --max_prompts N"),
     ("merge weights of a full run", EVAL + ["--merge_weights", "True"], "is a full run: it has no adapter to merge"),
     ("recommend merge weights of a full run", REC + ["--merge_weights", "True"],
      "is a full run: it has no adapter to merge"),

@@ -29,6 +29,7 @@ from minirec.rl import RLConfig
 from minirec.rl.train import train as rl_train
 from minirec.sft import SFTConfig
 from minirec.sft.train import train as sft_train
+from minirec.sid.text import save_item_embeddings
 from tests.conftest import INDUSTRIAL, ROOT
 from tests.rl.test_grpo_e2e import RL, SFT
 
@@ -278,7 +279,7 @@ def item_embeddings(tmp_path_factory, catalogue):
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(len(catalogue.sids), 16))
     path = tmp_path_factory.mktemp("emb") / "items.npy"
-    np.save(path, emb / np.linalg.norm(emb, axis=1, keepdims=True))
+    save_item_embeddings(path, emb / np.linalg.norm(emb, axis=1, keepdims=True), list(catalogue.sids))
     return path
 
 

@@ -63,3 +63,27 @@ def test_a_moved_run_works_from_another_directory(tmp_path, monkeypatch):
     gone = command(evaluate, cwd)
     assert gone.returncode == 2 and "gone: dataset directory not found" in gone.stderr, gone.stderr[-2000:]
     ok(command([*evaluate, "--data_dir", str(INDUSTRIAL)], cwd))
+
+
+def test_an_rl_run_records_the_data_it_used_and_carries_the_sft_runs_catalogue(tmp_path):
+    """rl.py --data_dir DIR: the RL run's run.json names DIR, not the SFT run's dataset dir, and its
+    catalogue is the SFT run's own copy, so it is there even when that dataset dir is gone."""
+    from minirec.rl import RLConfig
+    from minirec.rl.train import train as rl_train
+
+    first = tmp_path / "first"
+    shutil.copytree(INDUSTRIAL, first, ignore=shutil.ignore_patterns("user_sequences.json", "item_embeddings*"))
+    sft = tmp_path / "sft"
+    train(SFTConfig(output_dir=str(sft), data_dir=str(first), tiny_hidden_size=64, tiny_num_layers=2,
+                    max_train_rows=64, max_valid_rows=4, batch_size=16, micro_batch_size=16, max_steps=1,
+                    report_to="none", greedy_eval_rows=0, tasks="next_sid", select_by="loss"))
+    moved = tmp_path / "moved"
+    first.rename(moved)  # the dataset dir the SFT run recorded is gone
+    rl = tmp_path / "rl"
+    rl_train(RLConfig(model_path=str(sft), data_dir=str(moved), output_dir=str(rl), max_prompts=8, num_generations=4,
+                      prompts_per_step=2, max_steps=1, eval_rows=4, eval_steps=0, keep_best=False, add_target=True,
+                      report_to="none", save_steps=1))
+    run = json.loads((rl / "run.json").read_text())
+    assert run["data_dir"] == str(moved.resolve()), run["data_dir"]
+    for name in ("index.json", "item.json"):
+        assert (rl / "catalogue" / name).read_bytes() == (sft / "catalogue" / name).read_bytes(), name

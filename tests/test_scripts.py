@@ -66,6 +66,17 @@ def test_sft_full_rule_on_other_data_and_bases(tmp_path):
     assert "--num_epochs 8 " in out and "--sid_init auto " in out
 
 
+@pytest.mark.parametrize("flag", [["--data_dir", "data/Office_Products"], ["--data_dir=data/Office_Products"]])
+def test_sft_full_refuses_a_data_dir_flag_that_its_sizing_would_not_see(tmp_path, flag):
+    """Epochs and item_embeddings.npy come from DATA: an extra --data_dir (which sft.py would take, as the
+    last one given) trained Office for Industrial's 8 epochs. One line says to pass DATA=... instead."""
+    run = subprocess.run(["bash", "scripts/sft_full.sh", *flag], cwd=ROOT, text=True, capture_output=True,
+                         env={**os.environ, "PYTHON": _fake_python(tmp_path)}, timeout=60)
+    assert run.returncode == 2 and run.stdout == "", run.stdout  # sft.py never started
+    assert run.stderr == ("error: sft_full.sh sizes epochs and picks item_embeddings.npy from DATA, not --data_dir: "
+                          "pass DATA=data/Office_Products instead\n"), run.stderr
+
+
 def _fake_python(tmp_path):
     fake = tmp_path / "python"
     fake.write_text('#!/bin/sh\necho "$@"\n')

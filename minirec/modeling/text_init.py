@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from minirec.errors import MinirecError
-from minirec.modeling.loading import _sid_matrices
+from minirec.modeling.loading import _sid_matrices, gathered
 
 
 def text_rows(catalogue, embeddings: dict, tokens, width: int, std: float, seed: int = 0) -> torch.Tensor:
@@ -56,7 +56,8 @@ def init_text_rows(model, token_ids, tokens, catalogue, embeddings: dict, seed: 
     an untied LM head, to :func:`text_rows`."""
     std = getattr(model.config, "initializer_range", 0.02)
     by_width = {}  # an untied head of the same width gets the same rows, computed once
-    for w in _sid_matrices(model):
-        if w.shape[1] not in by_width:
-            by_width[w.shape[1]] = text_rows(catalogue, embeddings, tokens, w.shape[1], std, seed)
-        w[torch.as_tensor(list(token_ids), device=w.device)] = by_width[w.shape[1]].to(w.device, w.dtype)
+    with gathered(_sid_matrices(model)):  # whole under ZeRO-3 (rank 0's rows are kept)
+        for w in _sid_matrices(model):
+            if w.shape[1] not in by_width:
+                by_width[w.shape[1]] = text_rows(catalogue, embeddings, tokens, w.shape[1], std, seed)
+            w[torch.as_tensor(list(token_ids), device=w.device)] = by_width[w.shape[1]].to(w.device, w.dtype)

@@ -65,7 +65,7 @@ class RLConfig(Config):
     reward_type: str = "ranking"
     """rule, ranking, ranking_only, prefix, semantic, or weighted sums like rule:1,prefix:0.5."""
     item_embeddings: str = ""
-    """.npy of item text embeddings (catalogue order), for the semantic reward."""
+    """.npy of item text embeddings (catalogue order) with its .json sidecar, for the semantic reward."""
     cf_model: str = ""
     """The collaborative teacher of the cf reward: a python -m minirec.baselines sasrec output dir
     trained on the SFT run's catalogue. It scores each rollout from the prompt's history only."""
@@ -162,11 +162,15 @@ class RLConfig(Config):
             raise MinirecError("--save_steps, --logging_steps and --num_epochs (or --max_steps) must be positive")
         if self.prompt_order not in PROMPT_ORDERS:
             raise MinirecError(f"--prompt_order {self.prompt_order!r}: choose one of {', '.join(PROMPT_ORDERS)}")
+        only_with(self, ("prompt_order",), self.max_prompts > 0,
+                  "with --max_prompts N (which N train rows; --max_prompts 0 rolls out all of them)")
         if self.dynamic_sampling and fsdp_requested():
             raise MinirecError("--dynamic_sampling True does not run under FSDP (processes make different numbers "
                                "of generate calls, which hangs its collectives); use DDP or DeepSpeed")
         if self.keep_margin < 0:
             raise MinirecError(f"--keep_margin must be >= 0, got {self.keep_margin}")
+        only_with(self, ("keep_margin",), self.keep_best,
+                  "with --keep_best True (its test against the start; False ships the last policy unchecked)")
         if self.dynamic_sampling and self.add_target:
             raise MinirecError("--dynamic_sampling and --add_target exclude each other: one replaces groups "
                                "that miss the target, the other adds the target to them")

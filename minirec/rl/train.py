@@ -30,7 +30,7 @@ from minirec.modeling.loading import fit_embeddings, keep_4bit_trainable, load_b
 from minirec.prompts import next_sid_prompt
 from minirec.rl.config import RLConfig, fsdp_requested
 from minirec.rl.rewards import build_rewards
-from minirec.run_info import RunInfo, relative_to_run
+from minirec.run_info import CATALOGUE_DIR, RunInfo, relative_to_run
 from minirec.teacher import load_teacher
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,8 @@ def train(config: RLConfig) -> dict:
     resume = resolve_resume(config.resume_from_checkpoint, out)  # a damaged checkpoint: refused before loading
     only_with(config, ("lora_r", "lora_alpha", "lora_target_modules"), not run.is_adapter,
               f"to a new adapter; {config.model_path} holds a {run.mode} adapter that RL continues as it is")
-    data = load_dataset(config.data_dir or run.data_dir, splits=("train", "valid"))
+    data_dir = config.data_dir or run.data_dir  # what RL reads, so what its run.json records
+    data = load_dataset(data_dir, splits=("train", "valid"))
     catalogue = data.catalogue
     run.check_index(catalogue)
     if config.num_generations > len(catalogue.items_by_sid):
@@ -247,8 +248,11 @@ def train(config: RLConfig) -> dict:
     write_json(out / "metrics.json", metrics)
     plot_rl(trainer.state.log_history, out / "training.png")
     base_path = run.resolve_base(config.model_path) if run.is_adapter else Path(config.model_path)
-    RunInfo(base_model=run.base_model, base_model_path=relative_to_run(base_path, out) if mode != "full" else ".",
-            mode=mode, template=run.template, max_history=run.max_history, tasks=run.tasks, data_dir=run.data_dir,
-            sid_index_sha256=run.sid_index_sha256, quantization=config.quantization, stage="rl",
-            config={**asdict(config), "sft_run": str(config.model_path)}).write(out)
+    info = RunInfo(base_model=run.base_model, mode=mode,
+                   base_model_path=relative_to_run(base_path, out) if mode != "full" else ".",
+                   template=run.template, max_history=run.max_history, tasks=run.tasks, data_dir=str(data_dir),
+                   sid_index_sha256=run.sid_index_sha256, quantization=config.quantization, stage="rl",
+                   config={**asdict(config), "sft_run": str(config.model_path)})
+    carried = Path(config.model_path) / CATALOGUE_DIR  # the SFT run's own catalogue (older runs have none)
+    info.write(out, catalogue_from=carried if (carried / "index.json").is_file() else data_dir)
     return metrics

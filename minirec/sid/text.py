@@ -185,7 +185,7 @@ def embed_items(items: dict, encoder: str = DEFAULT_ENCODER, cache=None, max_cha
     meta = {"encoder": str(encoder), "num_items": len(ids), "item_ids_sha256": _sha256(ids),
             "texts_sha256": _sha256(texts[i] for i in ids), "max_chars": max_chars}
     cache = Path(cache) if cache else None
-    sidecar = cache.with_name(cache.name + ".json") if cache else None
+    sidecar = _sidecar(cache) if cache else None
     if cache and cache.is_file() and sidecar.is_file():
         try:
             saved = json.loads(sidecar.read_text())
@@ -214,10 +214,29 @@ def embed_items(items: dict, encoder: str = DEFAULT_ENCODER, cache=None, max_cha
     return ids, vectors
 
 
+def _sidecar(path) -> Path:
+    return Path(path).with_name(Path(path).name + ".json")
+
+
+def save_item_embeddings(path, vectors, item_ids, encoder: str = "given") -> None:
+    """Write an array of one row per item of ``item_ids`` (in that order) as ``path``, with the sidecar
+    :func:`load_item_embeddings` needs: for embeddings made elsewhere than :func:`embed_items`."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(item_ids):
+        raise ValueError(f"{vectors.shape[0] if vectors.ndim else 0} rows for {len(item_ids)} item ids")
+    sidecar = _sidecar(path)
+    sidecar.unlink(missing_ok=True)  # never an old sidecar describing new vectors
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        np.save(f, vectors)
+    write_json(sidecar, {"encoder": str(encoder), "num_items": len(item_ids),
+                         "item_ids_sha256": _sha256(map(str, item_ids)), "dim": int(vectors.shape[1])})
+
+
 def load_item_embeddings(path, item_ids) -> np.ndarray:
     """An ``--item_embeddings`` array: one finite, non-zero row per item of ``item_ids`` (catalogue
     order: index.json's, which :func:`embed_items` keeps for an index built here), or a one-line
-    error. Its sidecar ``<path>.json``, when present, must name the same item ids."""
+    error. Its sidecar ``<path>.json`` must name the same item ids in the same order: without it, a
+    file in another item order would start every SID row from the wrong items, silently."""
     if not Path(path).is_file():
         raise MinirecError(f"--item_embeddings {path}: no such file")
     try:
@@ -229,19 +248,26 @@ def load_item_embeddings(path, item_ids) -> np.ndarray:
                            f"of shape {emb.shape}")
     if emb.shape[0] != len(item_ids):
         raise MinirecError(f"{path}: {emb.shape[0]} rows but the catalogue has {len(item_ids)} items")
-    sidecar = Path(path).with_name(Path(path).name + ".json")
-    if sidecar.is_file():
-        try:
-            recorded = json.loads(sidecar.read_text()).get("item_ids_sha256")
-        except (json.JSONDecodeError, AttributeError):
-            recorded = None
-        if recorded and recorded != _sha256(item_ids):
-            raise MinirecError(f"{path}: its rows are for other item ids (or another order) than the catalogue's "
-                               "(index.json); recompute the embeddings")
     emb = emb.astype(np.float64)
     for bad, what in ((~np.isfinite(emb).all(axis=1), "NaN or inf"), (~emb.any(axis=1), "only zeros")):
         rows = np.flatnonzero(bad)
         if rows.size:
             raise MinirecError(f"{path}: {rows.size} row(s) hold {what} (first: row {rows[0]}, item "
                                f"{item_ids[rows[0]]!r}); recompute the embeddings")
+    sidecar = _sidecar(path)
+    make = ("python -m minirec.sid build writes item_embeddings.npy with its sidecar; for an array made elsewhere, "
+            "write it with minirec.sid.text.save_item_embeddings(path, vectors, item_ids)")
+    if not sidecar.is_file():
+        raise MinirecError(f"{path}: no sidecar {sidecar.name} naming the item of each row, so the rows cannot be "
+                           f"matched to the catalogue's items; {make}")
+    try:
+        recorded = json.loads(sidecar.read_text()).get("item_ids_sha256")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        recorded = None
+    if not recorded:
+        raise MinirecError(f"{sidecar}: records no item ids (item_ids_sha256), so the rows cannot be matched to "
+                           f"the catalogue's items; {make}")
+    if recorded != _sha256(item_ids):
+        raise MinirecError(f"{path}: its rows are for other item ids (or another order) than the catalogue's "
+                           "(index.json); recompute the embeddings")
     return emb

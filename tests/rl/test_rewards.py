@@ -7,6 +7,7 @@ from minirec.errors import MinirecError
 from minirec.rl.rewards import (RankingReward, SemanticReward, build_rewards, parse_reward_spec, prefix_reward,
                                 rank_penalties, rule_reward)
 from minirec.sid import Catalogue
+from minirec.sid.text import save_item_embeddings
 
 T, X, Y, Z = "<a_1><b_1><c_1>", "<a_1><b_1><c_2>", "<a_1><b_2><c_1>", "<a_2><b_1><c_1>"
 
@@ -47,7 +48,7 @@ def test_prefix_gives_partial_credit_per_level():
 
 def test_semantic_reward(tmp_path):
     cat = Catalogue(sids={"1": ("<a_1>", "<b_1>", "<c_1>"), "2": ("<a_1>", "<b_1>", "<c_2>")})
-    np.save(tmp_path / "e.npy", np.array([[1.0, 0.0], [1.0, 1.0]]))
+    save_item_embeddings(tmp_path / "e.npy", np.array([[1.0, 0.0], [1.0, 1.0]]), ["1", "2"])
     r = SemanticReward(cat, tmp_path / "e.npy")
     assert r([T, X], target_sid=[T, T]) == pytest.approx([1.0, 1 / math.sqrt(2)])
     with pytest.raises(MinirecError, match="not a catalogue SID"):

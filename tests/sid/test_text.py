@@ -92,7 +92,7 @@ def test_embeddings_without_their_sidecar_are_refused(tmp_path):
         load_item_embeddings(tmp_path / "emb.npy", ids)
     assert "\n" not in str(e.value)
     (tmp_path / "emb.npy.json").write_text(json.dumps({"encoder": "fake"}))  # a sidecar that names no items
-    with pytest.raises(MinirecError, match="emb.npy.json records no item ids"):
+    with pytest.raises(MinirecError, match="emb.npy.json: records no item ids"):
         load_item_embeddings(tmp_path / "emb.npy", ids)
     save_item_embeddings(tmp_path / "own.npy", vectors[::-1], ids[::-1])  # a user's array, in its own order
     with pytest.raises(MinirecError, match="other item ids \\(or another order\\)"):
