@@ -257,7 +257,8 @@ def test_rewards_score_the_replacement_target_through_trl(sft_runs, tmp_path, mo
 
     data = load_dataset(SFT["data_dir"], splits=("train",))
     keep = data.catalogue.sid(train_module.select_prompt_rows(data.split("train"), 16, "random", 42)[-1].target)
-    monkeypatch.setattr(rollout_module.SIDRollout, "informative", lambda self, seqs, target: target == keep)
+    monkeypatch.setattr(rollout_module.SIDRollout, "informative",
+                        lambda self, seqs, target, history=None: target == keep)
     train(RLConfig(model_path=str(sft_runs / "full"), output_dir=str(tmp_path / "ds"), dynamic_sampling=True,
                    reward_type="rule", **{**RL, "max_steps": 2, "eval_rows": 2}))
     assert produced and len(seen) == len(produced)
