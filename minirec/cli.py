@@ -72,6 +72,9 @@ def _config(command: Command, words: tuple, flags: dict):
         fields = [n for n in types if n.startswith(letter)]
         if len(fields) == 1:  # Fire's one-letter shortcut (its -- --help lists them): the only field with that initial
             flags[fields[0]] = flags.pop(letter)
+        elif len(fields) > 1:
+            raise MinirecError(f"-{letter} is ambiguous: --{', --'.join(fields)} start with it; spell the flag out "
+                               f"({hint})")
     free = [p for p in command.positional if p not in flags]
     if len(words) > len(free):
         raise MinirecError(f"unexpected argument(s) {' '.join(map(repr, words[len(free):]))}; "

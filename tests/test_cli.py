@@ -173,7 +173,8 @@ SPELLINGS = [
     ("sft", ["--output_dir", "True"], None, "--output_dir needs a value"),  # the trade-off (README)
     ("sft", ["--learning_rate=1.10"], "learning_rate", 1.1),
     ("sft", ["--base_model", "1.10", "--tiny_num_layers", "2"], None, "--tiny_num_layers applies only to --base_model tiny, not 1.10"),
-    ("sft", ["-c", "128"], "cutoff_len", 128),  # Fire's one-letter shortcut, as its own help lists it
+    ("sft", ["-o", "out/x"], "output_dir", "out/x"),  # Fire's one-letter shortcut, as its own help lists it
+    ("sft", ["-c", "128"], None, "-c is ambiguous: --cutoff_len, --cf_model, --cf_distill start with it"),
     ("sft", ["--nouse_lora"], "use_lora", False),  # Fire's --noFLAG
     ("sft", ["--output_dir", ""], None, "--output_dir is empty; pass a value"),
     ("sft", ["--output_dir", "."], None, "--output_dir .: the current directory or one above it"),
@@ -236,7 +237,7 @@ SPELLINGS = [
     ("evaluate", ["--ks", "1,5,10"], "ks", "1,5,10"),
     ("evaluate", ["--ks", "1,x"], None, "--ks '1,x': give positive integer cut-offs"),
     ("evaluate", ["--split", "tset"], None, "--split 'tset': choose one of train, valid, test"),
-    ("evaluate", ["--merge_weights", "Yes"], "merge_weights", True),
+    ("evaluate", ["--merge_weights", "Yes"], None, "--merge_weights True: "),  # read as True; refused on a full run
     ("recommend", ["--history", "Widget, 2.50|1.10", "--sep", "|"], "history", "Widget, 2.50|1.10"),
     ("recommend", ["--history=1.10,2"], "history", "1.10,2"),
     ("recommend", ["--sep=-"], "sep", "-"),

@@ -99,6 +99,7 @@ def test_evaluate_and_recommend_place_their_model_by_the_rule(monkeypatch, tmp_p
     monkeypatch.setattr(evaluate, "rank_sids", no_predictions)
     monkeypatch.setattr(decoding, "rank_sids", no_predictions)
     monkeypatch.setattr(decoding, "build_trie", lambda *a: None)
+    monkeypatch.setattr(evaluate, "build_trie", lambda *a: None)
     evaluate.evaluate(str(tmp_path), split="valid", max_rows=3, output_dir=str(tmp_path / "eval"))
     assert moved == [torch.device("meta")]
     recommend.main(recommend.RecommendConfig.from_kwargs(model_path=str(tmp_path), history="117"))
