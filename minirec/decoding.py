@@ -36,11 +36,13 @@ def cf_guidance(teacher, tokenizer, catalogue, trie, weight: float):
     """A :class:`minirec.teacher.PrefixScores` for ``rank_sids(cf=...)``: the teacher on the trie's device."""
     from minirec.teacher import PrefixScores
 
-    def token_ids(sid):  # as SIDTrie.from_catalogue maps a SID
-        return tokenizer.convert_tokens_to_ids(list(catalogue.sids[catalogue.items_by_sid[sid][0]]))
-
     teacher.to(trie.edge_keys.device)
-    return PrefixScores(teacher, catalogue, trie, token_ids, weight)
+    return PrefixScores(teacher, catalogue, trie, sid_token_ids(tokenizer, catalogue), weight)
+
+
+def sid_token_ids(tokenizer, catalogue):
+    """SID string -> its token ids, as :meth:`SIDTrie.from_catalogue` maps a SID."""
+    return lambda sid: tokenizer.convert_tokens_to_ids(list(catalogue.sids[catalogue.items_by_sid[sid][0]]))
 
 
 @torch.no_grad()

@@ -207,8 +207,12 @@ class PrefixScores:
         self.teacher, self.weight, self.width = teacher, weight, trie.num_nodes + 2
         position = {item: j for j, item in enumerate(teacher.items)}
         sub_cols, sub_nodes, end_cols, end_nodes = [], [], [], []
+        self.prefix_node = {(): 0}  # SID token-id prefix -> trie node (SFT distillation reads it)
         for sid, group in catalogue.items_by_sid.items():
-            path = trie.node_path(sid_token_ids(sid))
+            tokens = tuple(sid_token_ids(sid))
+            path = trie.node_path(tokens)
+            for k, node in enumerate(path):
+                self.prefix_node[tokens[:k + 1]] = node
             for item in group:
                 sub_cols += [position[item]] * len(path)
                 sub_nodes += path

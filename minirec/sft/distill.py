@@ -18,7 +18,7 @@ row's history, or in a dense row the context and the row's earlier targets, as t
 import torch
 
 from minirec.errors import MinirecError
-from minirec.teacher import group_logsumexp
+from minirec.teacher import PrefixScores, group_logsumexp
 
 IGNORE_INDEX = -100
 
@@ -56,18 +56,9 @@ class Distiller:
             raise MinirecError(f"--cf_distill {weight}: must be in (0, 1) (the soft targets' share of the loss)")
         self.teacher, self.trie, self.weight = teacher, trie, weight
         self.max_len = teacher.config.max_len
-        self.prefix_node = {(): 0}  # SID token-id prefix -> trie node
-        position = {item: j for j, item in enumerate(teacher.items)}
-        cols, nodes = [], []
-        for sid, group in catalogue.items_by_sid.items():
-            tokens = tuple(sid_token_ids(sid))
-            path = trie.node_path(tokens)
-            for k, node in enumerate(path):
-                self.prefix_node[tokens[:k + 1]] = node
-            for item in group:
-                cols += [position[item]] * len(path)
-                nodes += path
-        self.cols, self.nodes = torch.tensor(cols), torch.tensor(nodes)
+        # the (item, prefix node) pairs and the prefix -> node map, as CF-guided decoding lays them out
+        prefixes = PrefixScores(teacher, catalogue, trie, sid_token_ids, 1.0)
+        self.prefix_node, (self.cols, self.nodes) = prefixes.prefix_node, prefixes.sub
         self.sid_tokens = set(int(t) for t in trie.local_tokens)
 
     def encode_histories(self, histories) -> list[list[int]]:

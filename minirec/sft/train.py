@@ -99,14 +99,11 @@ def _rank_fn(config: SFTConfig, tokenizer, catalogue, valid_rows):
 
 
 def _distiller(config: SFTConfig, teacher, model, tokenizer, catalogue):
-    from minirec.decoding import build_trie
+    from minirec.decoding import build_trie, sid_token_ids
     from minirec.sft.distill import Distiller
 
-    def token_ids(sid):
-        return tokenizer.convert_tokens_to_ids(list(catalogue.sids[catalogue.items_by_sid[sid][0]]))
-
-    return Distiller(teacher, catalogue, build_trie(model, tokenizer, catalogue).to("cpu"), token_ids,
-                     config.cf_distill)
+    return Distiller(teacher, catalogue, build_trie(model, tokenizer, catalogue).to("cpu"),
+                     sid_token_ids(tokenizer, catalogue), config.cf_distill)
 
 
 def load_for_training(config: SFTConfig, base_path, catalogue, text_embeddings=None):
